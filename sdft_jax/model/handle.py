@@ -1,0 +1,157 @@
+"""`load_pretrained` and the model handle: config, params, tokenizer and a pure `apply`."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from sdft_jax import sharding as shd
+from sdft_jax.model import hf_io
+from sdft_jax.model.config import ModelConfig, read_hf_config
+from sdft_jax.model.transformer import Transformer
+
+_LAYER_AXES = {
+    "attn_norm": ("layers", "norm"),
+    "q": ("layers", "embed", "q_heads"),
+    "k": ("layers", "embed", "kv_heads"),
+    "v": ("layers", "embed", "kv_heads"),
+    "o": ("layers", "q_heads", "embed"),
+    "q_bias": ("layers", "q_heads"),
+    "k_bias": ("layers", "kv_heads"),
+    "v_bias": ("layers", "kv_heads"),
+    "o_bias": ("layers", "norm"),
+    "q_norm": ("layers", "norm"),
+    "k_norm": ("layers", "norm"),
+    "mlp_norm": ("layers", "norm"),
+    "gate": ("layers", "embed", "mlp"),
+    "up": ("layers", "embed", "mlp"),
+    "down": ("layers", "mlp", "embed"),
+}
+_TOP_AXES = {"embed": ("vocab", "embed"), "final_norm": ("norm",), "lm_head": ("embed", "vocab")}
+
+
+def abstract_model(cfg: ModelConfig):
+    """(graphdef, params dict of ShapeDtypeStruct) without allocating anything."""
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def param_logical_axes(params: dict) -> dict:
+    """Logical-axis tuple for every leaf of a params dict (same structure)."""
+    out = {k: _TOP_AXES[k] for k in params if k != "layers"}
+    out["layers"] = {k: _LAYER_AXES[k] for k in params["layers"]}
+    return out
+
+
+def check_mesh_fits(cfg: ModelConfig, mesh: Mesh) -> None:
+    tp = mesh.shape["tensor"]
+    for what, n in (("num_attention_heads", cfg.num_heads), ("num_key_value_heads", cfg.num_kv_heads)):
+        if n % tp:
+            raise shd.MeshError(f"mesh.tensor={tp} does not divide the model's {what}={n}; "
+                                f"choose a tensor axis size that divides both head counts")
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh, abstract: dict, rules=shd.TRAIN_RULES):
+    check_mesh_fits(cfg, mesh)
+    return shd.tree_shardings(mesh, param_logical_axes(abstract), abstract, rules)
+
+
+def init_params(cfg: ModelConfig, seed: int, mesh: Mesh | None = None) -> dict:
+    """Random parameters (normal 0.02, unit norms), created directly in their sharding."""
+    graphdef, abstract = abstract_model(cfg)
+    mesh = mesh or shd.single_device_mesh()
+    shardings = param_shardings(cfg, mesh, abstract)
+
+    @functools.partial(jax.jit, out_shardings=shardings)
+    def make():
+        return nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+
+    return make()
+
+
+def make_apply(graphdef):
+    """apply(params, tokens, attention_mask=None, positions=None) -> fp32 logits [B, T, V]."""
+    def apply(params, tokens, attention_mask=None, positions=None):
+        return nnx.merge(graphdef, params)(tokens, positions, attention_mask)
+    return apply
+
+
+@dataclasses.dataclass
+class PretrainedModel:
+    """What `load_pretrained` returns. `apply` is pure; `__call__` uses the loaded params."""
+    config: ModelConfig
+    params: dict
+    graphdef: Any
+    tokenizer: Any
+    mesh: Mesh
+    hf_config: dict
+    path: str | None = None
+    load_seconds: float = 0.0
+
+    def __post_init__(self):
+        self._apply = make_apply(self.graphdef)
+        self._jit_apply = jax.jit(self._apply)
+
+    def apply(self, params, tokens, attention_mask=None, positions=None):
+        return self._jit_apply(params, tokens, attention_mask, positions)
+
+    def module(self, params=None):
+        """The NNX module merged with `params` (default: the loaded ones)."""
+        return nnx.merge(self.graphdef, self.params if params is None else params)
+
+    def __call__(self, tokens, attention_mask=None, positions=None):
+        tokens = jnp.asarray(np.asarray(tokens), jnp.int32)
+        if attention_mask is not None:
+            attention_mask = jnp.asarray(np.asarray(attention_mask), jnp.int32)
+        if positions is not None:
+            positions = jnp.asarray(np.asarray(positions), jnp.int32)
+        return self.apply(self.params, tokens, attention_mask, positions)
+
+    def save_pretrained(self, out_dir: str, params=None, dtype=None) -> None:
+        hf_io.save_params(out_dir, self.params if params is None else params, self.config,
+                          self.hf_config, dtype=dtype, tokenizer=self.tokenizer, source_dir=self.path)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
+                    compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
+                    rules=shd.TRAIN_RULES, tokenizer: bool = True) -> PretrainedModel:
+    """Loads a local HF folder straight into the mesh's parameter sharding.
+
+    dtype: parameter dtype ("float32" or "bfloat16"); compute_dtype defaults to dtype.
+    """
+    start = time.perf_counter()
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model path {path!r} is not a directory")
+    hf_config = read_hf_config(path)
+    cfg = ModelConfig.from_hf_dict(hf_config, source=os.path.join(path, "config.json"),
+                                   param_dtype=dtype, dtype=compute_dtype or dtype,
+                                   remat=remat, scan_layers=scan_layers)
+    mesh = mesh or shd.single_device_mesh()
+    graphdef, abstract = abstract_model(cfg)
+    shardings = param_shardings(cfg, mesh, abstract, rules)
+    params = hf_io.load_params(path, cfg, abstract, shardings)
+    tok = load_tokenizer(path) if tokenizer else None
+    jax.block_until_ready(params)
+    return PretrainedModel(cfg, params, graphdef, tok, mesh, hf_config, path,
+                           load_seconds=time.perf_counter() - start)
+
+
+def from_params(cfg: ModelConfig, params: dict, hf_config: dict, tokenizer=None, mesh=None,
+                path: str | None = None) -> PretrainedModel:
+    graphdef, _ = abstract_model(cfg)
+    return PretrainedModel(cfg, params, graphdef, tokenizer, mesh or shd.single_device_mesh(),
+                           hf_config, path)

@@ -1,0 +1,36 @@
+"""Test set-up: 8 virtual CPU devices (set before jax is imported) and tiny HF model builders."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests import hf_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory):
+    return hf_fixtures.build("qwen2", tmp_path_factory.mktemp("qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    return hf_fixtures.build("qwen3", tmp_path_factory.mktemp("qwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    return hf_fixtures.build("llama", tmp_path_factory.mktemp("llama"))
+
+
+def real_model_dir(name: str) -> str:
+    """Folder built by ../shared/tools/real_models.py; skip when SDFT_REAL_MODELS is unset or incomplete."""
+    root = os.environ.get("SDFT_REAL_MODELS")
+    if not root:
+        pytest.skip("SDFT_REAL_MODELS is unset (build with ../shared/tools/real_models.py)")
+    path = os.path.join(root, name)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        pytest.skip(f"{path} not built")
+    return path
