@@ -1,0 +1,76 @@
+"""Prints a completion: `python -m sdft_jax.generate --model PATH --prompt TEXT [--chat] ...`
+
+stdout carries the completion text alone (followed by one newline), so the last line of stdout
+is the completion for single-line answers; loading messages go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def stop_token_ids(path: str, tokenizer) -> tuple[int, ...]:
+    """EOS ids from generation_config.json (Instruct models list several) plus the tokenizer's."""
+    ids = set()
+    gen_path = os.path.join(path, "generation_config.json")
+    if os.path.isfile(gen_path):
+        with open(gen_path) as f:
+            eos = json.load(f).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return tuple(sorted(ids))
+
+
+def encode_prompt(tokenizer, text: str, chat: bool, system: str | None = None) -> list[int]:
+    if not chat:
+        return tokenizer(text).input_ids
+    if not tokenizer.chat_template:
+        raise ValueError("--chat: this checkpoint's tokenizer has no chat template")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(rendered, add_special_tokens=False).input_ids
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="local Hugging Face model folder")
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--chat", action="store_true", help="apply the checkpoint's chat template")
+    ap.add_argument("--system", default=None, help="system message (with --chat)")
+    ap.add_argument("--max_new_tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top_p", type=float, default=1.0)
+    ap.add_argument("--top_k", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    args = ap.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+
+    from sdft_jax.model import load_pretrained
+    from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
+
+    model = load_pretrained(args.model, dtype=args.dtype)
+    tok = model.tokenizer
+    ids = encode_prompt(tok, args.prompt, args.chat, args.system)
+    sc = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, stop_ids=stop_token_ids(args.model, tok),
+                        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    tokens, mask = pad_to_bucket([ids], default_buckets(max(len(ids), 64)), sc.pad_id)
+    generate = make_generate(model.graphdef, model.config, sc)
+    rollout = generate(model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(args.seed))
+    n = int(rollout.lengths[0])
+    out = [int(t) for t in rollout.tokens[0, :n]]
+    if out and out[-1] in sc.stop_ids:
+        out = out[:-1]
+    text = tok.decode(out, skip_special_tokens=True)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""KV-cache generation: one prefill over the left-padded prompts, then a `lax.while_loop` decode
+that stops as soon as every row has emitted a stop token (or `max_new_tokens` is reached).
+
+Returns a `Rollout` with exactly what the trainer scores: the completion tokens, their mask
+(1 up to and including the first stop token), the log-probability of each sampled token under
+the sampling distribution (temperature / top-k / top-p applied) and under the unmodified model
+at temperature 1 (for truncated importance correction).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sdft_jax.model.config import ModelConfig
+from sdft_jax.model.transformer import default_positions, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    stop_ids: tuple[int, ...] = ()
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"sampling.max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature={self.temperature} must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"sampling.top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"sampling.top_k={self.top_k} must be >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Rollout(NamedTuple):
+    tokens: jax.Array  # [B, N] int32, pad after the stop token
+    mask: jax.Array  # [B, N] int32, 1 up to and including the first stop token
+    logprobs: jax.Array  # [B, N] fp32 under the sampling distribution (0 where masked; 0 for greedy)
+    model_logprobs: jax.Array  # [B, N] fp32 under the model at temperature 1
+    lengths: jax.Array  # [B] int32
+
+
+def sampling_log_probs(logits: jax.Array, sc: SamplingConfig) -> jax.Array:
+    """Log-probabilities of the sampling distribution over the vocabulary ([..., V], fp32).
+    Truncated tokens get -inf."""
+    logits = logits.astype(jnp.float32) / (sc.temperature if sc.temperature > 0 else 1.0)
+    if sc.top_k and sc.top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, sc.top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if sc.top_p < 1.0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep_sorted = mass_before < sc.top_p  # the token that crosses top_p is kept
+        keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+        logits = jnp.where(keep, logits, -jnp.inf)
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def _choose(logits: jax.Array, key: jax.Array, sc: SamplingConfig):
+    """-> (token [B], sampling logprob [B], model logprob at T=1 [B])."""
+    model_lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    if sc.greedy:
+        tok = jnp.argmax(logits, axis=-1)
+        sample_lp = jnp.zeros(tok.shape, jnp.float32)
+    else:
+        lp = sampling_log_probs(logits, sc)
+        tok = jax.random.categorical(key, lp, axis=-1)
+        sample_lp = jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
+    tok = tok.astype(jnp.int32)
+    return tok, sample_lp, jnp.take_along_axis(model_lp, tok[:, None], axis=-1)[:, 0]
+
+
+def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_sharding=None,
+                  return_logits: bool = False):
+    """Returns jitted generate(params, prompt_tokens [B,P], prompt_mask [B,P], key) -> Rollout
+    (and fp32 logits [B, N, V] when return_logits, for tests).
+
+    Prompts must be LEFT-padded. One program is compiled per (B, P) shape: pad prompts to a
+    few length buckets (`pad_to_bucket`)."""
+    stop_ids = jnp.asarray(sc.stop_ids if sc.stop_ids else (-1,), jnp.int32)
+    N = sc.max_new_tokens
+
+    def generate(params, prompt_tokens, prompt_mask, key):
+        model = nnx.merge(graphdef, params)
+        B, P = prompt_tokens.shape
+        prompt_mask = prompt_mask.astype(jnp.int32)
+        cache = init_cache(cfg, B, P + N)
+        if cache_sharding is not None:
+            cache = {**cache, "k": jax.lax.with_sharding_constraint(cache["k"], cache_sharding),
+                     "v": jax.lax.with_sharding_constraint(cache["v"], cache_sharding)}
+        kv_mask = jnp.concatenate([prompt_mask, jnp.zeros((B, N), jnp.int32)], axis=1)
+        positions = default_positions(prompt_mask)
+        h, cache = model.hidden_states(prompt_tokens.astype(jnp.int32), positions, kv_mask, cache)
+        logits = model.logits(h[:, -1])
+        next_pos = jnp.sum(prompt_mask, axis=1)  # position of the first completion token
+
+        tok, slp, mlp = _choose(logits, jax.random.fold_in(key, 0), sc)
+        zeros_i = jnp.zeros((B, N), jnp.int32)
+        zeros_f = jnp.zeros((B, N), jnp.float32)
+        state = dict(
+            i=jnp.ones((), jnp.int32), cache=cache, kv_mask=kv_mask,
+            tokens=zeros_i.at[:, 0].set(tok), slp=zeros_f.at[:, 0].set(slp), mlp=zeros_f.at[:, 0].set(mlp),
+            done=jnp.isin(tok, stop_ids), alive=zeros_i.at[:, 0].set(1),
+        )
+        if return_logits:
+            state["logits"] = jnp.zeros((B, N, logits.shape[-1]), jnp.float32).at[:, 0].set(logits)
+
+        def cond(s):
+            return (s["i"] < N) & ~jnp.all(s["done"])
+
+        def body(s):
+            i = s["i"]
+            last = s["tokens"][:, i - 1]
+            kv_mask = s["kv_mask"].at[:, P + i - 1].set(1)
+            pos = (next_pos + i - 1)[:, None]
+            h, cache = model.hidden_states(last[:, None], pos, kv_mask, s["cache"])
+            logits = model.logits(h[:, 0])
+            tok, slp, mlp = _choose(logits, jax.random.fold_in(key, i), sc)
+            live = ~s["done"]
+            tok = jnp.where(live, tok, sc.pad_id)
+            out = dict(
+                i=i + 1, cache=cache, kv_mask=kv_mask,
+                tokens=s["tokens"].at[:, i].set(tok),
+                slp=s["slp"].at[:, i].set(jnp.where(live, slp, 0.0)),
+                mlp=s["mlp"].at[:, i].set(jnp.where(live, mlp, 0.0)),
+                done=s["done"] | jnp.isin(tok, stop_ids), alive=s["alive"].at[:, i].set(live.astype(jnp.int32)),
+            )
+            if return_logits:
+                out["logits"] = s["logits"].at[:, i].set(logits)
+            return out
+
+        s = jax.lax.while_loop(cond, body, state)
+        mask = s["alive"]
+        rollout = Rollout(tokens=jnp.where(mask == 1, s["tokens"], sc.pad_id), mask=mask,
+                          logprobs=s["slp"] * mask, model_logprobs=s["mlp"] * mask,
+                          lengths=jnp.sum(mask, axis=1))
+        return (rollout, s["logits"]) if return_logits else rollout
+
+    return jax.jit(generate)
+
+
+def pad_to_bucket(sequences: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int = 0,
+                  min_batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pads token lists to the smallest bucket length that fits the longest one."""
+    longest = max(len(s) for s in sequences)
+    fitting = [b for b in sorted(buckets) if b >= longest]
+    if not fitting:
+        raise ValueError(f"prompt of {longest} tokens exceeds the largest length bucket {max(buckets)}")
+    length = fitting[0]
+    rows = max(len(sequences), min_batch)
+    tokens = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), np.int32)
+    for r, seq in enumerate(sequences):
+        if len(seq):
+            tokens[r, length - len(seq):] = seq
+            mask[r, length - len(seq):] = 1
+    return tokens, mask
+
+
+@functools.lru_cache(maxsize=None)
+def default_buckets(max_len: int, smallest: int = 64) -> tuple[int, ...]:
+    """Powers of two from `smallest` up to (and including) max_len."""
+    out, b = [], smallest
+    while b < max_len:
+        out.append(b)
+        b *= 2
+    return tuple(out + [max_len])
