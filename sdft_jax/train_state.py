@@ -1,0 +1,88 @@
+"""TrainState pytree (step, params, teacher params, optimizer state, rng), the optimizer, and
+the state's abstract shape and shardings (the teacher copy is sharded exactly like params)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+TEACHER_KINDS = ("ema", "frozen", "live")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    teacher_params: Any  # EMA or frozen copy; None for the `live` teacher
+    opt_state: Any
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-5
+    warmup_steps: int = 10
+    total_steps: int = 1000
+    schedule: str = "cosine"  # cosine | constant
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+
+def learning_rate_schedule(oc: OptimConfig) -> optax.Schedule:
+    """Linear warmup from 0 (lr is 0 at step 0, as in HF/TRL), then cosine to 0 or constant."""
+    if oc.schedule not in ("cosine", "constant"):
+        raise ValueError(f"optim.schedule={oc.schedule!r}; expected 'cosine' or 'constant'")
+    decay_steps = max(oc.total_steps - oc.warmup_steps, 1)
+    after = (optax.cosine_decay_schedule(oc.lr, decay_steps) if oc.schedule == "cosine"
+             else optax.constant_schedule(oc.lr))
+    if oc.warmup_steps <= 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, oc.lr, oc.warmup_steps), after], [oc.warmup_steps])
+
+
+def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
+    """clip global norm -> AdamW (weight decay 0 by default) with warmup + cosine."""
+    return optax.chain(
+        optax.clip_by_global_norm(oc.grad_clip),
+        optax.adamw(learning_rate_schedule(oc), b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay),
+    )
+
+
+def init_state(params, tx: optax.GradientTransformation, teacher_kind: str, seed: int) -> TrainState:
+    if teacher_kind not in TEACHER_KINDS:
+        raise ValueError(f"teacher.kind={teacher_kind!r}; expected one of {TEACHER_KINDS}")
+    # A separate buffer (not an alias of params): the step donates the state.
+    teacher = None if teacher_kind == "live" else jax.tree.map(jnp.copy, params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, teacher_params=teacher,
+                      opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(seed)))
+
+
+def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh) -> TrainState:
+    """Params and teacher with the parameter shardings; optimizer moments follow the params they
+    track (matched by shape and tree path); scalars replicated."""
+    replicated = NamedSharding(mesh, P())
+    flat_params = {_path_key(p): s for p, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+
+    def opt_leaf(path, leaf):
+        key = _path_key(path)
+        for k, sh in flat_params.items():  # moments: path ends with the param's path
+            if key[-len(k):] == k and len(leaf.shape) == len(sh.spec):
+                return sh
+        return replicated
+
+    opt_sh = jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state)
+    return TrainState(step=replicated, params=param_shardings,
+                      teacher_params=None if abstract_state.teacher_params is None else param_shardings,
+                      opt_state=opt_sh, rng=replicated)
+
+
+def _path_key(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path)
