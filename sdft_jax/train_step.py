@@ -120,8 +120,10 @@ def _tree_norm(tree) -> jax.Array:
     return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
-def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformation):
-    """Returns the un-jitted step; `jit_train_step` adds shardings and donation."""
+def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformation,
+                    lr_schedule: optax.Schedule | None = None):
+    """Returns the un-jitted step; `jit_train_step` adds shardings and donation.
+    With `lr_schedule`, metrics include the learning rate used at this step."""
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         params = state.params
@@ -166,6 +168,8 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
                    "loss_tokens": sums["loss_tokens"], "completion_tokens": sums["completion_tokens"],
                    "student_entropy": sums["student_entropy"] / tokens,
                    "student_logp": sums["student_logp"] / tokens}
+        if lr_schedule is not None:
+            metrics["lr"] = lr_schedule(state.step)
         if sc.method == "sdft":
             for k in ("forward_kl", "reverse_kl", "logprob_gap"):
                 metrics[k] = sums[k] / tokens
