@@ -12,6 +12,8 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "safetensors==0.8.0",
     "numpy==2.4.6",
+    # tensorflow-datasets needs it at import time and does not declare it on Python 3.11.
+    "importlib_resources==7.1.0",
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",

@@ -34,3 +34,12 @@ def real_model_dir(name: str) -> str:
     if not os.path.isfile(os.path.join(path, "config.json")):
         pytest.skip(f"{path} not built")
     return path
+
+
+def shared_data_dir() -> str:
+    """../shared/data (or $SDFT_DATA_DIR); skip when absent."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.environ.get("SDFT_DATA_DIR") or os.path.join(here, "..", "..", "shared", "data")
+    if not os.path.isdir(path):
+        pytest.skip("../shared/data is absent")
+    return os.path.abspath(path)

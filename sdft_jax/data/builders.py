@@ -1,0 +1,137 @@
+"""TFDS builders for the SDFT tasks: array_record files read through the `data_source` API
+(random access, no TensorFlow anywhere).
+
+    source = prepare("science", "/path/to/files", data_dir)   # builds once, then reuses
+    source["train"][i] -> {task, id, system, prompt, demonstration, answer, raw}
+
+Files come from a local path (TFDS `manual_dir`); with network, `url=` downloads one public
+file first. Splits: files whose name contains `test`/`eval` -> test, `val` -> validation,
+anything else -> train; a task with only unsplit rows (raw SciKnowEval) is split 75/5/20
+deterministically by example id.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from sdft_jax.data import records
+
+TEXT_FIELDS = ("task", "id", "system", "prompt", "demonstration", "answer", "raw")
+RAW_SPLIT = {"train": 0.75, "validation": 0.05, "test": 0.20}
+
+
+def _split_of(filename: str) -> str | None:
+    name = os.path.basename(filename).lower()
+    if "test" in name or "eval" in name:
+        return "test"
+    if "val" in name:
+        return "validation"
+    if "train" in name:
+        return "train"
+    return None
+
+
+class _SDFTBuilder(tfds.core.GeneratorBasedBuilder):
+    TASK = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Point `manual_dir` at the task's .json/.jsonl files (see ../shared/data)."
+    URL: str | None = None  # set per instance for downloads
+    SOURCE: str | None = None  # set per instance: a file or folder (manual_dir must be a folder)
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in TEXT_FIELDS}),
+            description=f"SDFT task '{self.TASK}': query, demonstration, answer and the raw source row.")
+
+    def _split_generators(self, dl_manager):
+        if self.URL:
+            source = str(dl_manager.download(self.URL))
+        else:
+            source = self.SOURCE or str(dl_manager.manual_dir)
+        skipped: dict = {}
+        by_split: dict[str, list] = {}
+        unsplit: list = []
+        for f in records.data_files(source):
+            rows = (list(records.read_science(f, skipped)) if self.TASK == "science"
+                    else list(records.READERS[self.TASK](f)))
+            split = _split_of(f)
+            (by_split.setdefault(split, []) if split else unsplit).extend(rows)
+        if unsplit:
+            if by_split:  # named files present: unnamed ones are training data
+                by_split.setdefault("train", []).extend(unsplit)
+            else:
+                for name, rows in records.deterministic_split(unsplit, RAW_SPLIT).items():
+                    by_split[name] = rows
+        self._skipped = skipped
+        return {name: self._generate_examples(rows) for name, rows in by_split.items() if rows}
+
+    def _generate_examples(self, rows):
+        for ex in rows:
+            yield ex["id"], ex
+
+
+class SdftTooluse(_SDFTBuilder):
+    TASK = "tooluse"
+
+
+class SdftScience(_SDFTBuilder):
+    TASK = "science"
+
+
+class SdftMedical(_SDFTBuilder):
+    TASK = "medical"
+
+
+class SdftKnowledge(_SDFTBuilder):
+    TASK = "knowledge"
+
+
+class Demonstrations(_SDFTBuilder):
+    TASK = "demonstrations"
+
+
+BUILDERS = {"tooluse": SdftTooluse, "science": SdftScience, "medical": SdftMedical,
+            "knowledge": SdftKnowledge, "demonstrations": Demonstrations}
+
+
+class DataSource:
+    """Random-access view of one split; decodes the stored bytes to str."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self):
+        return len(self._source)
+
+    def __getitem__(self, i: int) -> dict[str, str]:
+        row = self._source[int(i)]
+        return {k: v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v) for k, v in row.items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def prepare(task: str, path: str | None, data_dir: str, url: str | None = None) -> dict[str, DataSource]:
+    """Builds the task's array_record files under `data_dir` once (keyed by the source path) and
+    returns {split: DataSource}."""
+    if task not in BUILDERS:
+        raise ValueError(f"data.task={task!r}; expected one of {sorted(BUILDERS)}")
+    if path is None and url is None:
+        raise ValueError(f"data.path is required for task {task!r} (no download URL given)")
+    if path is not None:
+        records.data_files(path)  # clear error for a missing path before TFDS gets involved
+    cls = BUILDERS[task]
+    key = os.path.abspath(path) if path else url
+    import hashlib
+    sub = os.path.join(data_dir, hashlib.sha1(key.encode()).hexdigest()[:10])
+    builder = cls(data_dir=sub, file_format="array_record")
+    builder.URL, builder.SOURCE = url, path
+    if not builder.data_path.exists() or not (builder.data_path / "dataset_info.json").exists():
+        builder.download_and_prepare()
+        with open(os.path.join(sub, "source.json"), "w") as f:
+            json.dump({"task": task, "path": path, "url": url, "skipped": getattr(builder, "_skipped", {})}, f)
+    return {name: DataSource(src) for name, src in builder.as_data_source().items()}

@@ -1,0 +1,103 @@
+"""TFDS builders over the real files in ../shared/data and over rows written in the test."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sdft_jax.data import DataError, prepare, read_task
+from sdft_jax.data.records import react_demonstration
+from tests.conftest import shared_data_dir
+
+
+def _write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+def test_tooluse_real_files(tmp_path):
+    root = os.path.join(shared_data_dir(), "tooluse")
+    source = prepare("tooluse", root, str(tmp_path))
+    eval_rows = [json.loads(l) for l in open(os.path.join(root, "sdft_tooluse_eval.jsonl"))]
+    alpaca = sum(len(r["Instructions"]) for f in ("toolalpaca_eval_real.json", "toolalpaca_eval_simulated.json")
+                 for r in json.load(open(os.path.join(root, f))))
+    assert len(source["test"]) == len(eval_rows) + alpaca
+    by_id = {ex["id"]: ex for ex in source["test"]}
+    ex = by_id["tooluse/sdft_tooluse_eval.jsonl/1"]
+    assert ex["prompt"] == eval_rows[0]["prompt"]
+    assert ex["demonstration"] == react_demonstration(eval_rows[0]["golden_answer"], "", 1)
+    assert ex["demonstration"].startswith(f"Action: {eval_rows[0]['golden_answer'][0]['Action']}\nAction Input: ")
+    assert json.loads(ex["raw"]) == eval_rows[0]
+
+
+def test_science_release_and_raw_sciknoweval(tmp_path):
+    root = os.path.join(shared_data_dir(), "science")
+    release = prepare("science", os.path.join(root, "sdft_science_eval.jsonl"), str(tmp_path))
+    rows = [json.loads(l) for l in open(os.path.join(root, "sdft_science_eval.jsonl"))]
+    assert len(release["test"]) == len(rows) == 507
+    ex = {e["id"]: e for e in release["test"]}["science/sdft_science_eval.jsonl/1"]
+    assert ex["system"] == rows[0]["prompt"][0]["content"] and ex["prompt"] == rows[0]["prompt"][1]["content"]
+    assert ex["answer"] == rows[0]["answer"] and ex["demonstration"] == f"<answer>\n{rows[0]['answer']}\n</answer>"
+
+    raw_dir = os.path.join(root, "sciknoweval_chemistry_L3")
+    raw = prepare("science", raw_dir, str(tmp_path))
+    all_rows = [json.loads(l) for f in sorted(os.listdir(raw_dir)) for l in open(os.path.join(raw_dir, f))]
+    mcq = [r for r in all_rows if r["type"].startswith("mcq") and r["answerKey"]]
+    sizes = {k: len(v) for k, v in raw.items()}
+    assert sum(sizes.values()) == len(mcq)
+    for split, frac in (("train", 0.75), ("validation", 0.05), ("test", 0.20)):
+        assert abs(sizes[split] / len(mcq) - frac) < 0.03, sizes
+    again = prepare("science", raw_dir, str(tmp_path / "again"))
+    assert sorted(e["id"] for e in again["test"]) == sorted(e["id"] for e in raw["test"])  # deterministic
+
+
+def test_medical_real_file(tmp_path):
+    path = os.path.join(shared_data_dir(), "medical", "huatuogpt_o1_demo.json")
+    source = prepare("medical", path, str(tmp_path))
+    rows = json.load(open(path))
+    assert sum(len(s) for s in source.values()) == len(rows)
+    ex = {e["id"]: e for s in source.values() for e in s}["medical/huatuogpt_o1_demo.json/0"]
+    assert ex["demonstration"] == rows[0]["Complex_CoT"] + "\n\n" + rows[0]["Response"]
+    assert ex["answer"] == rows[0]["Ground-True Answer"] and ex["prompt"] == rows[0]["Question"]
+
+
+def test_knowledge_and_generic_rows_written_here(tmp_path):
+    know = _write_jsonl(tmp_path / "wiki_train.jsonl", [
+        {"title": "Flood of 2025", "article": "A flood hit X in May 2025.", "question": "When?", "answer": "May 2025"}])
+    ex = prepare("knowledge", know, str(tmp_path / "k"))["train"][0]
+    assert ex["demonstration"] == "Flood of 2025\n\nA flood hit X in May 2025.\n\nAnswer: May 2025"
+    demo = _write_jsonl(tmp_path / "mine.jsonl", [
+        {"prompt": "2+2?", "demonstration": "4", "answer": 4},
+        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+         "demonstration": "Hello"}])
+    rows = read_task("demonstrations", demo)
+    assert [r["prompt"] for r in rows] == ["2+2?", "Hi"] and rows[1]["system"] == "Be brief."
+    assert rows[0]["answer"] == "4" and rows[0]["id"] == "demonstrations/mine.jsonl/1"
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([{"prompt": "a", "demonstration": "b"}, {"prompt": "c"}], r"mine.jsonl:2: missing field 'demonstration'"),
+    ([{"prompt": 5, "demonstration": "b"}], r"mine.jsonl:1: field 'prompt' must be str or list, got int"),
+    ([{"prompt": [{"role": "system", "content": "s"}], "demonstration": "b"}], r"mine.jsonl:1: field 'prompt' has no user message"),
+])
+def test_bad_rows_name_file_line_and_field(tmp_path, rows, message):
+    path = _write_jsonl(tmp_path / "mine.jsonl", rows)
+    with pytest.raises(DataError, match=message):
+        read_task("demonstrations", path)
+
+
+def test_invalid_json_line_and_missing_file(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "demonstration": "b"}\n{oops\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
+        read_task("demonstrations", str(path))
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        prepare("demonstrations", str(tmp_path / "nope.jsonl"), str(tmp_path))
+
+
+def test_importing_data_does_not_import_tensorflow():
+    code = "import sys, sdft_jax.data; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
