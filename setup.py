@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     # tensorflow-datasets needs it at import time and does not declare it on Python 3.11.
     "importlib_resources==7.1.0",
+    "tensorboardX==2.6.4",
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",

@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-VOCAB = 272  # 256 byte tokens + 3 specials, padded to a multiple of 8
+from sdft_jax.tiny import TINY_VOCAB as VOCAB  # 256 bytes + 3 specials
+
 SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -48,36 +49,8 @@ def build(kind: str, path, seed: int = 0, dtype=None, **overrides) -> str:
 
 def tokenizer(save_dir: str | None = None):
     """A byte-level BPE tokenizer with Qwen's special tokens and chat template (ids < VOCAB)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}
-    vocab.update({s: 256 + i for i, s in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                 additional_special_tokens=["<|im_start|>"])
-    hf.chat_template = (
-        "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-        "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-        "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-    if save_dir:
-        hf.save_pretrained(save_dir)
-    return hf
-
-
-def _byte_alphabet() -> list[str]:
-    """GPT-2's byte -> printable unicode map, in byte order (so token id == byte value)."""
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
+    from sdft_jax.tiny import byte_tokenizer
+    return byte_tokenizer(save_dir)
 
 
 def left_padded_batch(seed: int = 0, batch: int = 3, length: int = 12, vocab: int = VOCAB):

@@ -1,0 +1,19 @@
+"""Qwen3-8B on a TPU pod slice (FSDP over all chips), the paper's recipe.
+
+    python -m sdft_jax.main --config=configs/qwen3_8b.py:task=tooluse --workdir gs://BUCKET/runs/q3 \
+        --config.model.path=/path/to/Qwen3-8B
+"""
+from sdft_jax import config_defaults
+
+
+def get_config(arg=None):
+    c = config_defaults.base_config()
+    c.model.path = "Qwen3-8B"
+    c.model.remat = "dots_no_batch"
+    c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    c.steps = 200
+    c.batch.prompts_per_step = 32
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    c.sampling.max_new_tokens = 2048
+    return c

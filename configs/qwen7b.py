@@ -1,0 +1,24 @@
+"""Qwen2.5-7B-Instruct, the paper's setting: full fine-tuning, AdamW lr 5e-5 (wd 0), cosine with
+10 warmup steps, 32 prompts per step, EMA teacher alpha 0.01, forward KL, skip 3 tokens,
+rollouts at temperature 1 up to 2048 tokens, bf16. Mesh: FSDP over every chip of the slice
+(TPU v5p-8 / v4-16 and up).
+
+    python -m sdft_jax.main --config=configs/qwen7b.py:task=science --workdir gs://BUCKET/runs/q7 \
+        --config.model.path=/path/to/Qwen2.5-7B-Instruct
+"""
+from sdft_jax import config_defaults
+
+
+def get_config(arg=None):
+    c = config_defaults.base_config()
+    c.model.path = "Qwen2.5-7B-Instruct"
+    c.model.remat = "dots_no_batch"
+    c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    c.steps = 200  # ~2 epochs of the tool-use training split at 32 prompts per step
+    c.batch.prompts_per_step = 32
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    c.sampling.max_new_tokens = 2048
+    c.checkpoint.every = 50
+    c.eval.every = 50
+    return c

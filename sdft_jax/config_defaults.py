@@ -1,0 +1,89 @@
+"""The paper's recipe as one ml_collections ConfigDict; every `configs/*.py` starts from it.
+
+Canonical keys (stable; README documents them): steps, seed, method, model.path, data.*,
+optim.lr, optim.warmup_steps, batch.prompts_per_step, loss.kind, loss.beta, loss.top_k,
+loss.skip_first_tokens, teacher.kind, teacher.ema_alpha, sampling.temperature,
+sampling.max_new_tokens, checkpoint.every, eval.every, mesh.data|fsdp|tensor.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from sdft_jax.data.prompts import DEFAULT_TEACHER_TEMPLATE
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.steps = 100
+    c.seed = 0
+    c.method = "sdft"  # sdft | sft
+
+    c.model = ml_collections.ConfigDict(dict(
+        path="",  # local HF folder, or "tiny" (a random tiny Qwen2 built in the workdir)
+        dtype="bfloat16",  # parameter dtype
+        compute_dtype="",  # "" = same as dtype
+        remat="none",  # none | full | dots | dots_no_batch
+        scan_layers=True,
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        task="demonstrations",  # tooluse | science | medical | knowledge | demonstrations
+        path="",  # file or folder of the task's rows; "tiny" = toy demonstrations
+        url="",  # download one public file instead of a local path (needs network)
+        split="train",
+        eval_split="",  # "" = no held-out evaluation
+        data_dir="",  # where TFDS writes array_record files ("" = WORKDIR/tfds)
+        teacher_template=DEFAULT_TEACHER_TEMPLATE,
+        max_student_prompt=1024,
+        max_teacher_prompt=4096,
+        shuffle=True,
+    ))
+    c.batch = ml_collections.ConfigDict(dict(prompts_per_step=32, micro_batches=1))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=5e-5, warmup_steps=10, schedule="cosine", b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+        grad_clip=1.0))
+    c.loss = ml_collections.ConfigDict(dict(
+        kind="forward_kl",  # forward_kl | reverse_kl | jsd | sampled_token
+        beta=0.5, top_k=0, top_k_support="teacher", skip_first_tokens=3,
+        aggregation="sequence_mean", chunk_size=256, temperature=1.0,
+        importance_correction=False, importance_cap=2.0))
+    c.teacher = ml_collections.ConfigDict(dict(kind="ema", ema_alpha=0.01))
+    c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2048))
+    c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3))
+    c.eval = ml_collections.ConfigDict(dict(every=0, examples=64))
+    c.log = ml_collections.ConfigDict(dict(every=1, samples_every=0, peak_flops_per_device=0.0))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+    """`task=tooluse,method=sft` -> {"task": "tooluse", "method": "sft"} (big_vision style)."""
+    out = {}
+    for item in filter(None, (arg or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"config argument {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def apply_task_and_method(c: ml_collections.ConfigDict, args: dict[str, str],
+                          task_paths: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Common `:task=...,method=...` handling for the model configs."""
+    unknown = set(args) - {"task", "method"}
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: task, method")
+    if "method" in args:
+        c.method = args["method"]
+    if "task" in args:
+        c.data.task = args["task"]
+        if task_paths and args["task"] in task_paths:
+            c.data.path = task_paths[args["task"]]
+    return c
+
+
+# Paths of the real task files relative to the repository (../shared/data beside the clone).
+SHARED_TASKS = {
+    "tooluse": "../shared/data/tooluse",
+    "science": "../shared/data/science/sciknoweval_chemistry_L3",
+    "medical": "../shared/data/medical",
+}

@@ -1,0 +1,63 @@
+"""Entry point: python -m sdft_jax.main --config=configs/FILE.py[:ARG] --workdir DIR [--config.key=value ...]
+
+Without --config it runs configs/tiny.py (a random tiny model on toy data; the built-in demo
+replaces it when it lands). Multi-host: set --coordinator_address/--num_processes/--process_id
+(or run on a TPU pod, where jax.distributed discovers them) and every process runs this same
+command.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(_REPO, "configs", "tiny.py")
+
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file[:arg]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "output folder (checkpoints, logs, export)")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
+_DISTRIBUTED = flags.DEFINE_boolean("distributed", None, "call jax.distributed.initialize() (auto: on a TPU "
+                                    "pod or when --coordinator_address is given)")
+
+
+def _maybe_initialize_distributed() -> None:
+    """Must run before anything touches a JAX backend."""
+    import jax
+    multi_host_tpu = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    auto = multi_host_tpu or _COORDINATOR.value is not None
+    if not (_DISTRIBUTED.value if _DISTRIBUTED.value is not None else auto):
+        return
+    kwargs = {}
+    if _COORDINATOR.value is not None:
+        kwargs = dict(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                      process_id=_PROCESS_ID.value)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _maybe_initialize_distributed()
+    from sdft_jax.resolve import ConfigError
+    from sdft_jax.train import TrainingDiverged, run
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def entry() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,73 @@
+"""metrics.jsonl + TensorBoard events + a console progress line (steps/s, tokens/s, ETA).
+Only process 0 writes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+
+class MetricsLogger:
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+        self.enabled = jax.process_index() == 0
+        self.total, self.start_step, self.t0 = total_steps, start_step, time.perf_counter()
+        self._jsonl = self._tb = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+
+    def progress(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start_step
+        elapsed = time.perf_counter() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        parts = [f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total}", f"{rate:.2f} step/s",
+                 f"ETA {_fmt_seconds(eta)}", f"loss {metrics.get('loss', float('nan')):.4f}"]
+        if "tokens_per_s" in metrics:
+            parts.append(f"{metrics['tokens_per_s']:,.0f} tok/s")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if self.enabled:
+            self._tb.add_text(tag, text, step)
+            with open(os.path.join(os.path.dirname(self._jsonl.name), "samples.jsonl"), "a") as f:
+                f.write(json.dumps({"step": step, "tag": tag, "text": text}) + "\n")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def _plain(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

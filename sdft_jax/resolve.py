@@ -1,0 +1,81 @@
+"""Config -> typed, validated run settings, once, before anything compiles. Every message names
+the offending key."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+
+from sdft_jax import sharding as shd
+from sdft_jax.data.pipeline import Lengths
+from sdft_jax.data.prompts import check_template
+from sdft_jax.sampler import SamplingConfig
+from sdft_jax.train_state import OptimConfig
+from sdft_jax.train_step import StepConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    step: StepConfig
+    optim: OptimConfig
+    sampling: SamplingConfig  # stop_ids / pad_id are filled in once the tokenizer is loaded
+    lengths: Lengths
+    mesh_shape: tuple[int, int, int]
+
+
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> RunSettings:
+    _need(c.steps >= 1, "steps", f"must be >= 1, got {c.steps}")
+    _need(c.model.path != "", "model.path", "is required (a local Hugging Face folder, or 'tiny')")
+    if c.model.path != "tiny":
+        _need(os.path.isdir(c.model.path), "model.path", f"{c.model.path!r} is not a directory")
+    _need(c.data.path != "" or c.data.url != "", "data.path", "is required (or data.url)")
+    for key in ("model.dtype",):
+        _need(c.model.dtype in ("float32", "bfloat16"), key, f"must be float32 or bfloat16, got {c.model.dtype!r}")
+    try:
+        check_template(c.data.teacher_template)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        step = StepConfig(
+            method=c.method, kind=c.loss.kind, beta=c.loss.beta, top_k=c.loss.top_k,
+            top_k_support=c.loss.top_k_support, temperature=c.loss.temperature,
+            skip_first_tokens=c.loss.skip_first_tokens, aggregation=c.loss.aggregation,
+            chunk_size=c.loss.chunk_size, teacher=c.teacher.kind, ema_alpha=c.teacher.ema_alpha,
+            importance_correction=c.loss.importance_correction, importance_cap=c.loss.importance_cap,
+            micro_batches=c.batch.micro_batches)
+        sampling = SamplingConfig(max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature,
+                                  top_k=c.sampling.top_k, top_p=c.sampling.top_p)
+        optim = OptimConfig(lr=c.optim.lr, warmup_steps=c.optim.warmup_steps, total_steps=c.steps,
+                            schedule=c.optim.schedule, b1=c.optim.b1, b2=c.optim.b2, eps=c.optim.eps,
+                            weight_decay=c.optim.weight_decay, grad_clip=c.optim.grad_clip)
+        mesh_shape = shd.resolve_mesh_shape(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, num_devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _need(0 <= c.loss.top_k, "loss.top_k", f"must be >= 0, got {c.loss.top_k}")
+    _need(c.loss.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {c.loss.chunk_size}")
+    _need(c.optim.lr > 0, "optim.lr", f"must be > 0, got {c.optim.lr}")
+    _need(c.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {c.optim.warmup_steps}")
+    G = c.batch.prompts_per_step
+    _need(G >= 1, "batch.prompts_per_step", f"must be >= 1, got {G}")
+    _need(G % c.batch.micro_batches == 0, "batch.micro_batches",
+          f"{c.batch.micro_batches} does not divide batch.prompts_per_step={G}")
+    dp = mesh_shape[0] * mesh_shape[1]
+    _need((G // c.batch.micro_batches) % dp == 0, "batch.prompts_per_step",
+          f"micro-batch of {G // c.batch.micro_batches} prompts is not divisible by the data-parallel "
+          f"mesh size data*fsdp={dp}")
+    _need(G % num_processes == 0, "batch.prompts_per_step", f"{G} is not divisible by {num_processes} processes")
+    _need(c.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {c.checkpoint.every}")
+    _need(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
+    _need(c.eval.every >= 0, "eval.every", f"must be >= 0, got {c.eval.every}")
+    lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens)
+    return RunSettings(step, optim, sampling, lengths, mesh_shape)

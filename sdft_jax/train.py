@@ -1,0 +1,224 @@
+"""The host loop: data -> rollouts -> teacher/student batch -> train step -> log / eval / save.
+
+Everything numeric happens in two jitted programs (generate, train_step) sharing one set of
+weights; the host only moves data, decides when to evaluate and save, and writes logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sdft_jax import sharding as shd
+from sdft_jax.checkpoint import Checkpointer
+from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
+from sdft_jax.evaluators import HeldoutDemonstrationNLL
+from sdft_jax.generate import stop_token_ids
+from sdft_jax.metrics_log import MetricsLogger
+from sdft_jax.model import load_pretrained, param_shardings
+from sdft_jax.model.hf_io import save_params
+from sdft_jax.resolve import resolve
+from sdft_jax.sampler import make_generate
+from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
+from sdft_jax.train_step import jit_train_step, make_train_step, sdft_batch
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class _Preemption:
+    """SIGTERM (TPU preemption) -> finish the current step, save, exit 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _say(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(f"[sdft_jax] {msg}", flush=True)
+
+
+def _model_path(config, workdir) -> str:
+    if config.model.path != "tiny":
+        return config.model.path
+    from sdft_jax.tiny import build_tiny_model
+    return build_tiny_model(os.path.join(workdir, "tiny_model"), seed=config.seed)
+
+
+def _data_path(config, workdir) -> str | None:
+    if config.data.path == "tiny":
+        from sdft_jax.tiny import toy_demonstrations
+        return toy_demonstrations(os.path.join(workdir, "tiny_data", "toy_train.jsonl"), seed=config.seed)
+    return config.data.path or None
+
+
+def _write_config(config, workdir) -> None:
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if os.path.isfile(path) and open(path).read() != text:
+        _say(f"note: {path} differs from this run's config; the new one replaces it")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _flops_per_step(n_params: int, batch: dict) -> float:
+    """Dense-matmul FLOPs (2 per parameter per token forward, 4 backward; attention ignored):
+    rollout decode + teacher forward + student forward/backward."""
+    B, N = batch["completion_mask"].shape
+    student = 6 * n_params * B * batch["student_tokens"].shape[1]
+    teacher = 2 * n_params * B * batch["teacher_tokens"].shape[1] if "teacher_tokens" in batch else 0
+    rollout = 2 * n_params * B * N if "teacher_tokens" in batch else 0
+    return float(student + teacher + rollout)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        evaluators: list[Callable] | None = None) -> dict:
+    settings = resolve(config, jax.device_count(), jax.process_count())
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir)
+    mesh = shd.make_mesh(*settings.mesh_shape)
+    _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
+         f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
+
+    model_path = _model_path(config, workdir)
+    model = load_pretrained(model_path, dtype=config.model.dtype, mesh=mesh,
+                            compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
+                            scan_layers=config.model.scan_layers)
+    tok = model.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    sampling = settings.sampling.__class__(**{**settings.sampling.__dict__,
+                                               "stop_ids": stop_token_ids(model_path, tok), "pad_id": pad_id})
+    n_params = sum(x.size for x in jax.tree.leaves(model.params))
+    _say(f"model {model_path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
+         f"{model.load_seconds:.1f}s")
+
+    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
+    source = prepare(config.data.task, _data_path(config, workdir), data_dir, config.data.url or None)
+    if config.data.split not in source:
+        raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")
+    examples, stats = tokenize_all(source[config.data.split], tok, settings.lengths, config.data.teacher_template)
+    _say(f"data {config.data.task}/{config.data.split}: {stats.summary()}")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "data_stats.json"), "w") as f:
+            json.dump(stats.as_dict(), f, indent=2)
+    batcher = Batcher(examples, config.batch.prompts_per_step, settings.lengths, pad_id, seed=config.seed,
+                      shuffle=config.data.shuffle, process_index=jax.process_index(),
+                      process_count=jax.process_count())
+
+    tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
+    state = init_state(model.params, tx, settings.step.teacher, config.seed)
+    st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
+    state = jax.device_put(state, st_sh)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state, st_sh)
+        batcher.set_state(meta["data"])
+        _say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
+
+    generate = make_generate(model.graphdef, model.config, sampling,
+                             cache_sharding=NamedSharding(mesh, P(None, shd.BATCH_AXES, None, "tensor", None)))
+    keys = ["student_tokens", "student_mask", "completion_mask", "sampler_logprobs"]
+    if settings.step.method == "sdft":
+        keys += ["teacher_tokens", "teacher_mask"]
+    b_sh = {k: shd.batch_sharding(mesh, 2) for k in keys}
+    assemble = jax.jit(sdft_batch, out_shardings=b_sh)
+    step_fn = jit_train_step(make_train_step(model.graphdef, settings.step, tx, schedule), st_sh, b_sh,
+                             shd.replicated(mesh))
+    if evaluators is None:
+        evaluators = []
+        if config.eval.every and config.data.eval_split:
+            if config.data.eval_split not in source:
+                raise ValueError(f"data.eval_split={config.data.eval_split!r} is not in {sorted(source)}")
+            evaluators.append(HeldoutDemonstrationNLL(model, source[config.data.eval_split], settings.lengths,
+                                                      config.data.teacher_template, config.eval.examples, mesh))
+    logger = MetricsLogger(workdir, config.steps, start_step=int(state.step))
+    preempt = _Preemption()
+    # A host copy: the state (and its rng buffer) is donated to the step.
+    key = jax.random.wrap_key_data(jnp.asarray(np.asarray(state.rng.addressable_data(0))))
+    last = {}
+    try:
+        for step in range(int(state.step), config.steps):
+            host = next(batcher)
+            g = to_global(host, mesh)
+            t0 = time.perf_counter()
+            if settings.step.method == "sdft":
+                rollout = generate(state.params, g["student_prompt"], g["student_prompt_mask"],
+                                   jax.random.fold_in(key, step))
+                jax.block_until_ready(rollout)
+                batch = assemble(g["student_prompt"], g["student_prompt_mask"], g["teacher_prompt"],
+                                 g["teacher_prompt_mask"], rollout.tokens, rollout.mask, rollout.model_logprobs)
+            else:
+                rollout = None
+                batch = assemble(g["student_prompt"], g["student_prompt_mask"], None, None,
+                                 g["target"], g["target_mask"])
+            t1 = time.perf_counter()
+            state, metrics = step_fn(state, batch)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            t2 = time.perf_counter()
+            if not math.isfinite(metrics["loss"]):
+                raise TrainingDiverged(
+                    f"step {step + 1}: loss is {metrics['loss']} (grad_norm {metrics.get('grad_norm')}); stopping "
+                    f"without saving. The last good checkpoint is step {ckpt.latest_step()} in "
+                    f"{ckpt.directory}")
+            flops = _flops_per_step(n_params, batch)
+            metrics.update(time_generate=t1 - t0, time_train_step=t2 - t1, time_step=t2 - t0,
+                           tokens_per_s=metrics["completion_tokens"] / (t2 - t0), epoch=host["epoch"],
+                           model_tflops_per_s=flops / (t2 - t0) / 1e12)
+            if config.log.peak_flops_per_device:
+                metrics["mfu"] = flops / (t2 - t0) / (config.log.peak_flops_per_device * jax.device_count())
+            done = step + 1
+            if config.log.samples_every and done % config.log.samples_every == 0:
+                _log_sample(logger, tok, done, host, rollout, batcher)
+            if evaluators and config.eval.every and done % config.eval.every == 0:
+                for ev in evaluators:
+                    metrics.update(ev(state.params))
+            if done % config.log.every == 0 or done == config.steps:
+                logger.log(done, metrics)
+                logger.progress(done, metrics)
+            if done % config.checkpoint.every == 0 or done == config.steps or preempt.requested:
+                ckpt.save(done, state, {"data": batcher.get_state(), "step": done})
+            last = metrics
+            if preempt.requested:
+                _say(f"SIGTERM: saved checkpoint at step {done}; exiting")
+                ckpt.close()
+                return {"preempted": True, "step": done, **last}
+        ckpt.wait()
+        export = os.path.join(workdir, "export")
+        save_params(export, state.params, model.config, model.hf_config, source_dir=model_path)
+        _say(f"done: {config.steps} steps; student exported to {export}")
+        return {"step": int(state.step), **last}
+    finally:
+        preempt.restore()
+        logger.close()
+        ckpt.close()
+
+
+def _log_sample(logger, tok, step, host, rollout, batcher) -> None:
+    student = tok.decode(host["student_prompt"][0][host["student_prompt_mask"][0] == 1])
+    teacher = tok.decode(host["teacher_prompt"][0][host["teacher_prompt_mask"][0] == 1])
+    if rollout is not None:
+        local = np.asarray(rollout.tokens.addressable_shards[0].data)[0]
+        n = int(np.asarray(rollout.lengths.addressable_shards[0].data)[0])
+        completion = tok.decode(local[:n])
+    else:
+        completion = tok.decode(host["target"][0][host["target_mask"][0] == 1])
+    logger.text(step, "sample", f"STUDENT PROMPT:\n{student}\n\nTEACHER PROMPT:\n{teacher}\n\nCOMPLETION:\n{completion}")

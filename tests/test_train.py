@@ -1,0 +1,164 @@
+"""The training program end to end on configs/tiny.py: outputs, resume, preemption, configs."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sdft_jax import config_defaults
+from sdft_jax.resolve import ConfigError, resolve
+from sdft_jax.train import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(**overrides):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tiny_cfg", os.path.join(REPO, "configs", "tiny.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def _metrics(workdir):
+    return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _final_params(workdir):
+    from sdft_jax.model.safetensors_io import SafetensorsFolder
+    f = SafetensorsFolder(os.path.join(workdir, "export"))
+    return {k: np.array(f.view(k)) for k in f.keys()}
+
+
+@pytest.mark.parametrize("method", ["sdft", "sft"])
+def test_tiny_end_to_end(tmp_path, method):
+    workdir = str(tmp_path / method)
+    out = run(_tiny(method=method), workdir)
+    rows = _metrics(workdir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert out["step"] == 6
+    if method == "sdft":
+        assert {"forward_kl", "reverse_kl", "logprob_gap", "teacher_student_distance", "time_generate"} <= set(rows[0])
+    assert "eval/demo_nll" in rows[2] and "eval/demo_nll" in rows[5]
+    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    assert json.load(open(os.path.join(workdir, "config.json")))["method"] == method
+    assert os.path.isfile(os.path.join(workdir, "samples.jsonl"))
+    from tests.hf_fixtures import reload_hf
+    reload_hf(os.path.join(workdir, "export"))  # transformers loads the export
+
+
+def test_resume_is_exact(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    run(_tiny(), straight)
+    run(_tiny(steps=3), split)
+    run(_tiny(), split)  # resumes from step 3
+    a, b = _metrics(straight), _metrics(split)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise on CPU
+    pa, pb = _final_params(straight), _final_params(split)
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+
+
+def _main_cmd(workdir, *overrides):
+    return [sys.executable, "-m", "sdft_jax.main", f"--config={REPO}/configs/tiny.py", f"--workdir={workdir}",
+            *overrides]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # one CPU device: faster compiles
+    return env
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    raise AssertionError(f"no checkpoint {step} within {timeout}s")
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_from_last_checkpoint_and_sigterm_saves(tmp_path):
+    workdir = str(tmp_path / "w")
+    overrides = ["--config.steps=40", "--config.checkpoint.every=2", "--config.eval.every=0"]
+    proc = subprocess.Popen(_main_cmd(workdir, *overrides), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for_checkpoint(workdir, 4, proc)
+    proc.kill()
+    proc.wait()
+    steps_before = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    last = steps_before[-1]
+    proc = subprocess.Popen(_main_cmd(workdir, *overrides), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for_checkpoint(workdir, last + 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"resumed from checkpoint step {last}" in out
+    assert "SIGTERM: saved checkpoint at step" in out
+    saved = int(out.split("SIGTERM: saved checkpoint at step ")[1].split(";")[0])
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(saved)))
+    steps = [r["step"] for r in _metrics(workdir)]
+    assert steps[-1] == saved and saved > last
+
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_every_config_file_resolves(name, tmp_path, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, "configs", name))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    if c.model.path != "tiny":  # real checkpoints are not here: point at any folder to validate the rest
+        c.model.path = str(tmp_path)
+    settings = resolve(c, num_devices=8)
+    assert settings.step.kind == "forward_kl" and settings.step.teacher == "ema"
+    assert c.loss.skip_first_tokens == 3 and c.teacher.ema_alpha == 0.01
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"loss.kind": "kl"}, "loss.kind='kl'"),
+    ({"teacher.kind": "average"}, "teacher.kind='average'"),
+    ({"batch.prompts_per_step": 6}, "batch.prompts_per_step: micro-batch of 6 prompts is not divisible"),
+    ({"mesh.data": 3}, "mesh: 8 devices are not divisible"),
+    ({"model.path": "/no/such/model"}, "model.path: '/no/such/model' is not a directory"),
+    ({"optim.lr": -1.0}, "optim.lr: must be > 0"),
+    ({"data.teacher_template": "{x} only"}, "must contain {c}"),
+])
+def test_bad_config_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
+        resolve(_tiny(**override), num_devices=8)
+
+
+def test_unknown_override_key_is_rejected_before_compiling(tmp_path):
+    out = subprocess.run(_main_cmd(str(tmp_path), "--config.loss.kindd=forward_kl"), env=_env(),
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "kindd" in out.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "metrics.jsonl"))
+
+
+def test_config_arg_selects_task_and_method():
+    c = config_defaults.base_config()
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg("task=science,method=sft"),
+                                          config_defaults.SHARED_TASKS)
+    assert (c.data.task, c.method, c.data.path) == ("science", "sft", config_defaults.SHARED_TASKS["science"])
+    with pytest.raises(ValueError, match="unknown config argument"):
+        config_defaults.apply_task_and_method(c, {"foo": "1"})
