@@ -15,6 +15,10 @@ INSTALL_REQUIRES = [
     # tensorflow-datasets needs it at import time and does not declare it on Python 3.11.
     "importlib_resources==7.1.0",
     "tensorboardX==2.6.4",
+    # Imported directly (also pulled in by the packages above).
+    "absl-py==2.5.1",
+    "etils[epath]==1.15.0",
+    "ml_dtypes==0.6.0",
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",

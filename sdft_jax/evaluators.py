@@ -31,7 +31,8 @@ class HeldoutDemonstrationNLL:
         ps = bucket_length(max(len(r.student) for r in rows), buckets_up_to(lengths.max_student_prompt), "eval prompt")
         sp, sm = _left_pad([r.student for r in rows], ps, pad)
         tg, tm = _right_pad([r.target for r in rows], lengths.max_completion, pad)
-        put = lambda x: jax.device_put(x, shd.batch_sharding(mesh, x.ndim))  # noqa: E731
+        def put(x):  # every process holds the full array; each device takes its rows
+            return jax.make_array_from_callback(x.shape, shd.batch_sharding(mesh, x.ndim), lambda idx: x[idx])
         self.batch = {"tokens": put(np.concatenate([sp, tg], 1)), "mask": put(np.concatenate([sm, tm], 1)),
                       "target_mask": put(tm * weights[:, None].astype(np.int32))}
         graphdef, n = model.graphdef, lengths.max_completion

@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+from etils import epath
 
 
 class MetricsLogger:
@@ -16,11 +17,16 @@ class MetricsLogger:
         self.enabled = jax.process_index() == 0
         self.total, self.start_step, self.t0 = total_steps, start_step, time.perf_counter()
         self._jsonl = self._tb = None
+        self.workdir = epath.Path(workdir)
         if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            # etils paths: local folders and gs:// alike.
+            self._jsonl = (self.workdir / "metrics.jsonl").open("a")
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            # tensorboardX writes gs:// only with google-cloud-storage installed; keep events local then.
+            tb_dir = os.path.join(workdir, "tensorboard") if "://" not in workdir else os.path.join(
+                os.path.expanduser("~/sdft_jax_tensorboard"), workdir.replace("://", "_").replace("/", "_"))
+            self._tb = SummaryWriter(tb_dir)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -50,7 +56,7 @@ class MetricsLogger:
     def text(self, step: int, tag: str, text: str) -> None:
         if self.enabled:
             self._tb.add_text(tag, text, step)
-            with open(os.path.join(os.path.dirname(self._jsonl.name), "samples.jsonl"), "a") as f:
+            with (self.workdir / "samples.jsonl").open("a") as f:
                 f.write(json.dumps({"step": step, "tag": tag, "text": text}) + "\n")
 
     def close(self) -> None:

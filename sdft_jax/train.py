@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sdft_jax import sharding as shd
@@ -55,29 +56,41 @@ def _say(msg: str) -> None:
         print(f"[sdft_jax] {msg}", flush=True)
 
 
+def _process0_first(name: str, fn: Callable):
+    """Runs fn on process 0, then on the others (which find its files): no two processes write the
+    same folder at once."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+    out = fn() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices(f"sdft_jax:{name}")
+    return out if jax.process_index() == 0 else fn()
+
+
 def _model_path(config, workdir) -> str:
     if config.model.path != "tiny":
         return config.model.path
     from sdft_jax.tiny import build_tiny_model
-    return build_tiny_model(os.path.join(workdir, "tiny_model"), seed=config.seed)
+    return _process0_first("tiny_model", lambda: build_tiny_model(os.path.join(workdir, "tiny_model"),
+                                                                  seed=config.seed))
 
 
 def _data_path(config, workdir) -> str | None:
     if config.data.path == "tiny":
         from sdft_jax.tiny import toy_demonstrations
-        return toy_demonstrations(os.path.join(workdir, "tiny_data", "toy_train.jsonl"), seed=config.seed)
+        return _process0_first("tiny_data", lambda: toy_demonstrations(
+            os.path.join(workdir, "tiny_data", "toy_train.jsonl"), seed=config.seed))
     return config.data.path or None
 
 
 def _write_config(config, workdir) -> None:
     if jax.process_index() != 0:
         return
-    path = os.path.join(workdir, "config.json")
+    path = epath.Path(workdir) / "config.json"
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    if os.path.isfile(path) and open(path).read() != text:
+    if path.exists() and path.read_text() != text:
         _say(f"note: {path} differs from this run's config; the new one replaces it")
-    with open(path, "w") as f:
-        f.write(text)
+    path.write_text(text)
 
 
 def _flops_per_step(n_params: int, batch: dict) -> float:
@@ -93,7 +106,7 @@ def _flops_per_step(n_params: int, batch: dict) -> float:
 def run(config: ml_collections.ConfigDict, workdir: str,
         evaluators: list[Callable] | None = None) -> dict:
     settings = resolve(config, jax.device_count(), jax.process_count())
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     _write_config(config, workdir)
     mesh = shd.make_mesh(*settings.mesh_shape)
     _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
@@ -112,14 +125,14 @@ def run(config: ml_collections.ConfigDict, workdir: str,
          f"{model.load_seconds:.1f}s")
 
     data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
-    source = prepare(config.data.task, _data_path(config, workdir), data_dir, config.data.url or None)
+    data_path = _data_path(config, workdir)
+    source = _process0_first("tfds", lambda: prepare(config.data.task, data_path, data_dir, config.data.url or None))
     if config.data.split not in source:
         raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")
     examples, stats = tokenize_all(source[config.data.split], tok, settings.lengths, config.data.teacher_template)
     _say(f"data {config.data.task}/{config.data.split}: {stats.summary()}")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "data_stats.json"), "w") as f:
-            json.dump(stats.as_dict(), f, indent=2)
+        (epath.Path(workdir) / "data_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
     batcher = Batcher(examples, config.batch.prompts_per_step, settings.lengths, pad_id, seed=config.seed,
                       shuffle=config.data.shuffle, process_index=jax.process_index(),
                       process_count=jax.process_count())
@@ -202,14 +215,29 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                 ckpt.close()
                 return {"preempted": True, "step": done, **last}
         ckpt.wait()
-        export = os.path.join(workdir, "export")
-        save_params(export, state.params, model.config, model.hf_config, source_dir=model_path)
+        export = _export(workdir, state.params, model, model_path)
         _say(f"done: {config.steps} steps; student exported to {export}")
         return {"step": int(state.step), **last}
     finally:
         preempt.restore()
         logger.close()
         ckpt.close()
+
+
+def _export(workdir: str, params, model, model_path: str) -> str:
+    """The student as an HF folder in WORKDIR/export (written locally, then copied for gs://)."""
+    target = epath.Path(workdir) / "export"
+    if "://" not in workdir:
+        save_params(str(target), params, model.config, model.hf_config, source_dir=model_path)
+        return str(target)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        save_params(tmp, params, model.config, model.hf_config, source_dir=model_path)
+        if jax.process_index() == 0:
+            target.mkdir(parents=True, exist_ok=True)
+            for name in os.listdir(tmp):
+                epath.Path(os.path.join(tmp, name)).copy(target / name, overwrite=True)
+    return str(target)
 
 
 def _log_sample(logger, tok, step, host, rollout, batcher) -> None:

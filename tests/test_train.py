@@ -162,3 +162,35 @@ def test_config_arg_selects_task_and_method():
     assert (c.data.task, c.method, c.data.path) == ("science", "sft", config_defaults.SHARED_TASKS["science"])
     with pytest.raises(ValueError, match="unknown config argument"):
         config_defaults.apply_task_and_method(c, {"foo": "1"})
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_reproduce_one_process(tmp_path):
+    """Two CPU processes (1 device each, jax.distributed + gloo) == one process with 2 devices."""
+    overrides = ["--config.steps=3", "--config.checkpoint.every=3", "--config.eval.every=0"]
+    single = str(tmp_path / "single")
+    env = _env()
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    subprocess.run(_main_cmd(single, *overrides), env=env, check=True, capture_output=True)
+    multi = str(tmp_path / "multi")
+    port = _free_port()
+    procs = [subprocess.Popen(_main_cmd(multi, *overrides, f"--coordinator_address=127.0.0.1:{port}",
+                                        "--num_processes=2", f"--process_id={i}"),
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    assert "2 process(es)" in outs[0]
+    a, b = _metrics(single), _metrics(multi)
+    assert [r["step"] for r in b] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+    pa, pb = _final_params(single), _final_params(multi)
+    for k in pa:
+        np.testing.assert_allclose(pb[k], pa[k], rtol=1e-5, atol=1e-6)
