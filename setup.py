@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "etils[epath]==1.15.0",
     "ml_dtypes==0.6.0",
+    "matplotlib==3.10.7",  # continual-learning plots
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",
@@ -28,6 +29,8 @@ TEST_REQUIRES = [
     "gguf==0.19.0",
     "accelerate==1.15.0",
     "tiktoken==0.14.0",
+    # The lm-evaluation-harness backend (sdft_jax.eval.lm_eval_backend) is tested on a local task.
+    "lm_eval==0.4.13",
 ]
 
 setup(

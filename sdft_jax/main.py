@@ -48,7 +48,11 @@ def main(argv) -> int:
     from sdft_jax.resolve import ConfigError
     from sdft_jax.train import TrainingDiverged, run
     try:
-        run(_CONFIG.value, _WORKDIR.value)
+        if _CONFIG.value.get("stages"):
+            from sdft_jax.continual import run_continual
+            run_continual(_CONFIG.value, _WORKDIR.value)
+        else:
+            run(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

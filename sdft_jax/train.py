@@ -103,8 +103,10 @@ def _flops_per_step(n_params: int, batch: dict) -> float:
     return float(student + teacher + rollout)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        evaluators: list[Callable] | None = None) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callable] | None = None,
+        evaluator_factory: Callable | None = None) -> dict:
+    """Trains per `config`. Evaluators are callables params -> {name: value}, run every `eval.every`
+    steps; `evaluator_factory(model, mesh)` builds them once the model is loaded."""
     settings = resolve(config, jax.device_count(), jax.process_count())
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     _write_config(config, workdir)
@@ -156,6 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     assemble = jax.jit(sdft_batch, out_shardings=b_sh)
     step_fn = jit_train_step(make_train_step(model.graphdef, settings.step, tx, schedule), st_sh, b_sh,
                              shd.replicated(mesh))
+    if evaluators is None and evaluator_factory is not None:
+        evaluators = evaluator_factory(model, mesh)
     if evaluators is None:
         evaluators = []
         if config.eval.every and config.data.eval_split:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def hf_model(kind: str, seed: int = 0, **overrides):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 2:
-                p.normal_(0.0, 0.15, generator=torch.Generator().manual_seed(hash(name) % 2**31))
+                p.normal_(0.0, 0.15, generator=torch.Generator().manual_seed(zlib.crc32(name.encode()) + seed))
             elif "norm" in name:
                 p.uniform_(0.8, 1.2)
             else:

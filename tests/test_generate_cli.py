@@ -11,8 +11,8 @@ from tests.conftest import real_model_dir
 
 def _cli(path, prompt, n, *extra):
     out = subprocess.run([sys.executable, "-m", "sdft_jax.generate", "--model", path, "--prompt", prompt,
-                          "--max_new_tokens", str(n), *extra], capture_output=True, text=True, check=True)
-    return out.stdout.rstrip("\n")
+                          "--max_new_tokens", str(n), *extra], capture_output=True, check=True)
+    return out.stdout.decode("utf-8").removesuffix("\n")  # bytes: no newline translation of "\r"
 
 
 def _hf_chat_greedy(path, prompt, n):

@@ -1,0 +1,58 @@
+"""The paper's sequential experiment: tool use -> science -> medical, one model, SDFT or SFT.
+
+    python -m sdft_jax.main --config=configs/continual.py:model=qwen2_5_0_5b,method=sdft --workdir runs/cont
+    python -m sdft_jax.main --config=configs/continual.py:model=tiny --workdir /tmp/cont   # pipeline check
+
+After each stage every task is evaluated (student context, greedy) on its test rows; results.json
+holds the accuracy matrix, average accuracy, backward / forward transfer and normalized curves.
+Offline caveat: the ToolAlpaca training split is not in ../shared/data, so the tool-use stage
+trains on the same 97 rows it is evaluated on (a memorization check, not the paper's number);
+point `stages[0].path` at the training split on a machine that has it.
+"""
+import os
+
+import ml_collections
+
+from sdft_jax import config_defaults
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _shared(rel):
+    return os.path.join(_REPO, "..", "shared", "data", rel)
+
+
+def get_config(arg=None):
+    args = config_defaults.parse_arg(arg)
+    unknown = set(args) - {"model", "method"}
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: model, method")
+    c = config_defaults.base_config()
+    c.method = args.get("method", "sdft")
+    model = args.get("model", "qwen2_5_0_5b")
+    root = os.environ.get("SDFT_REAL_MODELS", os.path.expanduser("~/.cache/sdft_real_models"))
+    if model == "tiny":
+        c.model.path, c.model.dtype = "tiny", "float32"
+        c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", path="tiny", steps=2, scorer="exact_match")),
+                    ml_collections.ConfigDict(dict(task="demonstrations", path="tiny", steps=2, scorer="exact_match"))]
+        c.batch.prompts_per_step, c.sampling.max_new_tokens = 8, 16
+        c.data.max_student_prompt, c.data.max_teacher_prompt = 128, 256
+        c.eval.examples, c.checkpoint.every, c.loss.chunk_size = 8, 100, 16
+        c.optim.lr, c.optim.warmup_steps = 1e-3, 1
+        return c
+    c.model.path = os.path.join(root, {"qwen2_5_0_5b": "qwen2.5-0.5b-instruct",
+                                       "smollm2_135m": "smollm2-135m-instruct"}.get(model, model))
+    c.model.dtype = "float32"
+    c.stages = [
+        ml_collections.ConfigDict(dict(task="tooluse", path=_shared("tooluse/sdft_tooluse_eval.jsonl"), steps=50,
+                                       split="test", eval_path=_shared("tooluse/sdft_tooluse_eval.jsonl"))),
+        ml_collections.ConfigDict(dict(task="science", path=_shared("science/sciknoweval_chemistry_L3"), steps=50,
+                                       eval_path=_shared("science/sdft_science_eval.jsonl"))),
+        ml_collections.ConfigDict(dict(task="medical", path=_shared("medical"), steps=50)),
+    ]
+    c.batch.prompts_per_step = 8
+    c.sampling.max_new_tokens = 256
+    c.data.max_student_prompt, c.data.max_teacher_prompt = 1024, 2048
+    c.eval.examples = 20
+    c.loss.chunk_size = 64
+    return c

@@ -1,0 +1,77 @@
+"""Generate over a split with our sampler, score each completion, aggregate.
+
+`with_demonstration=True` evaluates the TEACHER context (demonstration in context): the
+in-context-learning ceiling that SDFT distils from.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdft_jax.data.prompts import DEFAULT_TEACHER_TEMPLATE, student_context, teacher_context
+from sdft_jax.eval.scorers import pass_at_k, score_completion
+from sdft_jax.generate import stop_token_ids
+from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
+
+
+def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: bool = False,
+             template: str = DEFAULT_TEACHER_TEMPLATE, max_new_tokens: int = 512, max_prompt: int = 4096,
+             batch_size: int = 8, temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1,
+             seed: int = 0, out_jsonl: str | None = None, params=None, stop_ids: Sequence[int] | None = None,
+             progress: bool = False) -> dict:
+    """Greedy by default; with temperature > 0 and num_samples = n, also pass@k for k <= n."""
+    tok = model.tokenizer
+    params = model.params if params is None else params
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    stops = tuple(stop_ids) if stop_ids is not None else stop_token_ids(model.path or "", tok)
+    sc = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        stop_ids=stops, pad_id=pad)
+    generate = make_generate(model.graphdef, model.config, sc)
+    buckets = default_buckets(max_prompt)
+    contexts, kept, skipped = [], [], 0
+    for ex in examples:
+        text = teacher_context(tok, ex, template) if with_demonstration else student_context(tok, ex)
+        ids = tok(text, add_special_tokens=False).input_ids
+        if len(ids) > max_prompt:
+            skipped += 1
+            continue
+        contexts.append(ids)
+        kept.append(ex)
+    start, records = time.perf_counter(), []
+    key = jax.random.key(seed)
+    for lo in range(0, len(contexts), batch_size):
+        chunk = contexts[lo: lo + batch_size]
+        tokens, mask = pad_to_bucket(chunk, buckets, pad, min_batch=batch_size)  # fixed batch: one compile
+        completions = [[] for _ in chunk]
+        for s in range(num_samples):
+            r = generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.fold_in(key, lo * 1000 + s))
+            toks, lens = np.asarray(r.tokens), np.asarray(r.lengths)
+            for i in range(len(chunk)):
+                ids = [int(t) for t in toks[i, : lens[i]] if int(t) not in stops]
+                completions[i].append(tok.decode(ids, skip_special_tokens=True))
+        for ex, samples in zip(kept[lo: lo + batch_size], completions):
+            raw = json.loads(ex["raw"]) if ex.get("raw") else ex
+            scores = [score_completion(task, c, raw) for c in samples]
+            records.append({"id": ex["id"], "prompt": ex["prompt"], "completion": samples[0],
+                            "score": scores[0], "scores": scores})
+        if progress:
+            print(f"eval {task}: {len(records)}/{len(contexts)}", flush=True)
+    seconds = time.perf_counter() - start
+    n = len(records)
+    metrics = {"task": task, "context": "teacher" if with_demonstration else "student", "n": n,
+               "skipped_too_long": skipped, "accuracy": float(np.mean([r["score"] for r in records])) if n else 0.0,
+               "seconds": round(seconds, 2)}
+    if num_samples > 1:
+        for k in sorted({1, num_samples} | {k for k in (2, 4, 8, 16) if k < num_samples}):
+            metrics[f"pass@{k}"] = float(np.mean([pass_at_k(num_samples, int(sum(s >= 1.0 for s in r["scores"])), k)
+                                                  for r in records])) if n else 0.0
+    if out_jsonl:
+        with open(out_jsonl, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return metrics
