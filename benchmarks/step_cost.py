@@ -1,0 +1,133 @@
+"""Wall-clock per optimizer step of SDFT and SFT at matched shapes, split into phases.
+
+    python benchmarks/step_cost.py [--model tiny|PATH] [--prompts 8] [--student_prompt 128]
+        [--demonstration 256] [--completion 256] [--dtype float32] [--repeats 3] [--peak_tflops 0]
+
+Synthetic token batches with the paper's structure: student prompt Ps, teacher context
+Pt = Ps + demonstration + template, completion N (SFT's target = the demonstration, padded to N).
+Rollouts run the full N tokens (no stop token), the worst case. Phases, each its own jitted
+program timed after one warm-up (median of --repeats):
+  generate        the sampler: prefill + N decode steps
+  teacher_fwd     the teacher forward on [teacher context + completion] (stop-gradient, no backward)
+  sdft_step       the whole SDFT train step (teacher forward + student forward/backward + AdamW + EMA)
+  sft_step        the SFT step (student forward/backward on prompt + demonstration + AdamW)
+student+update = sdft_step - teacher_fwd. SDFT/SFT ratio = (generate + sdft_step) / sft_step.
+FLOPs: 2 x params per token forward, 4 x backward (attention ignored); MFU needs --peak_tflops.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+def _median(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--student_prompt", type=int, default=128)
+    ap.add_argument("--demonstration", type=int, default=256)
+    ap.add_argument("--completion", type=int, default=256)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--remat", default="none")
+    ap.add_argument("--chunk_size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peak_tflops", type=float, default=0.0, help="per device, for MFU")
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from sdft_jax import sharding as shd
+    from sdft_jax.model import load_pretrained, param_shardings
+    from sdft_jax.sampler import SamplingConfig, make_generate
+    from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
+    from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
+
+    path = args.model
+    if path == "tiny":
+        from sdft_jax.tiny import build_tiny_model
+        path = build_tiny_model(os.path.join(tempfile.mkdtemp(), "tiny"))
+    mesh = shd.make_mesh(1, -1, 1)
+    model = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat)
+    B, Ps, N = args.prompts, args.student_prompt, args.completion
+    Pt = Ps + args.demonstration + 32  # + the template's words
+    V = model.config.vocab_size
+    r = np.random.RandomState(0)
+    sp, tp = r.randint(0, V, (B, Ps)).astype(np.int32), r.randint(0, V, (B, Pt)).astype(np.int32)
+    sm, tm = np.ones_like(sp), np.ones_like(tp)
+    sh = shd.batch_sharding(mesh, 2)
+    sp, sm, tp, tm = (jax.device_put(x, sh) for x in (sp, sm, tp, tm))
+    generate = make_generate(model.graphdef, model.config, SamplingConfig(max_new_tokens=N, temperature=1.0))
+    rollout = generate(model.params, sp, sm, jax.random.key(0))
+    sdft = sdft_batch(sp, sm, tp, tm, rollout.tokens, rollout.mask, rollout.model_logprobs)
+    demo = jnp.asarray(r.randint(0, V, (B, N)), jnp.int32)
+    demo_mask = jnp.asarray((np.arange(N)[None] < min(args.demonstration, N)).repeat(B, 0), jnp.int32)
+    sft = sdft_batch(sp, sm, None, None, demo, demo_mask)
+
+    tx = make_optimizer(OptimConfig(lr=1e-5, warmup_steps=0))
+    graphdef = model.graphdef
+
+    def state_and_step(method):
+        sc = StepConfig(method=method, chunk_size=args.chunk_size)
+        state = init_state(jax.tree.map(jnp.copy, model.params), tx, sc.teacher, 0)  # the step donates it
+        st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
+        batch = sdft if method == "sdft" else sft
+        step = jit_train_step(make_train_step(graphdef, sc, tx), st_sh, {k: sh for k in batch}, shd.replicated(mesh))
+        holder = {"state": jax.device_put(state, st_sh)}
+
+        def run():
+            holder["state"], m = step(holder["state"], batch)
+            jax.block_until_ready(m)
+        return run
+
+    @jax.jit
+    def teacher_forward(params, tokens, mask):
+        m = nnx.merge(graphdef, params)
+        h, _ = m.hidden_states(tokens, None, mask)
+        return m.logits(h[:, -N - 1:-1]).sum()
+
+    t_gen = _median(lambda: jax.block_until_ready(generate(model.params, sp, sm, jax.random.key(1))), args.repeats)
+    t_teacher = _median(lambda: jax.block_until_ready(
+        teacher_forward(model.params, sdft["teacher_tokens"], sdft["teacher_mask"])), args.repeats)
+    t_sdft = _median(state_and_step("sdft"), args.repeats)
+    t_sft = _median(state_and_step("sft"), args.repeats)
+
+    n_params = sum(x.size for x in jax.tree.leaves(model.params))
+    flops = {"generate": 2 * n_params * B * (Ps + N), "teacher_fwd": 2 * n_params * B * (Pt + N),
+             "sdft_step": 2 * n_params * B * (Pt + N) + 6 * n_params * B * (Ps + N),
+             "sft_step": 6 * n_params * B * (Ps + N)}
+    times = {"generate": t_gen, "teacher_fwd": t_teacher, "sdft_step": t_sdft, "sft_step": t_sft}
+    dev = jax.devices()[0]
+    print(f"model={os.path.basename(path.rstrip('/'))} params={n_params / 1e6:.1f}M dtype={args.dtype} "
+          f"remat={args.remat} prompts={B} student_prompt={Ps} teacher_context={Pt} completion={N} "
+          f"device={dev.platform}:{getattr(dev, 'device_kind', '')} x{jax.device_count()}")
+    print("| phase | seconds | TFLOP/s | MFU |")
+    print("|---|---:|---:|---:|")
+    for k, t in times.items():
+        tf = flops[k] / t / 1e12
+        mfu = f"{tf / (args.peak_tflops * jax.device_count()):.1%}" if args.peak_tflops else "-"
+        print(f"| {k} | {t:.3f} | {tf:.3f} | {mfu} |")
+    print(f"| student fwd+bwd+update (sdft_step - teacher_fwd) | {t_sdft - t_teacher:.3f} | | |")
+    print(f"\nSDFT step (generate + sdft_step) = {t_gen + t_sdft:.3f} s; SFT step = {t_sft:.3f} s; "
+          f"ratio SDFT/SFT = {(t_gen + t_sdft) / t_sft:.2f}x; "
+          f"completion tokens/s (SDFT) = {B * N / (t_gen + t_sdft):,.0f}")
+
+
+if __name__ == "__main__":
+    main()
