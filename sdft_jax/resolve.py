@@ -62,6 +62,7 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     except ValueError as e:
         raise ConfigError(str(e)) from None
     _need(0 <= c.loss.top_k, "loss.top_k", f"must be >= 0, got {c.loss.top_k}")
+    _need(c.loss.temperature > 0, "loss.temperature", f"must be > 0, got {c.loss.temperature}")
     _need(c.loss.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {c.loss.chunk_size}")
     _need(c.optim.lr > 0, "optim.lr", f"must be > 0, got {c.optim.lr}")
     _need(c.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {c.optim.warmup_steps}")

@@ -194,3 +194,17 @@ def test_two_processes_reproduce_one_process(tmp_path):
     pa, pb = _final_params(single), _final_params(multi)
     for k in pa:
         np.testing.assert_allclose(pb[k], pa[k], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from sdft_jax.train import TrainingDiverged
+    workdir = str(tmp_path / "nan")
+    # An absurd learning rate blows the weights up within a few steps.
+    c = _tiny(steps=12, **{"optim.lr": 1e12, "optim.warmup_steps": 0, "optim.grad_clip": 1e30,
+                           "checkpoint.every": 1, "eval.every": 0, "method": "sft"})
+    with pytest.raises(TrainingDiverged, match=r"step (\d+): loss is (nan|inf)") as err:
+        run(c, workdir)
+    bad = int(str(err.value).split("step ")[1].split(":")[0])
+    saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert saved and max(saved) == bad - 1  # nothing saved at or after the bad step
+    assert f"last good checkpoint is step {bad - 1}" in str(err.value)
