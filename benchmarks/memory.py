@@ -1,0 +1,102 @@
+"""Per-device memory of the compiled SDFT train step and the sampler for a model on a mesh, from
+the compiler's memory analysis of abstract inputs (no weights are loaded or allocated).
+
+    python benchmarks/memory.py [--model qwen2.5-7b] [--devices 8] [--mesh 1,8,1] [--prompts 32]
+        [--micro_batches 4] [--lengths 1024,2048,2048] [--remat dots_no_batch] [--chunk 256]
+        [--param_dtype bfloat16] [--hbm_gib 95]
+
+It compiles for `--devices` virtual CPU devices (XLA_FLAGS is set before jax is imported), so
+argument sizes (params, EMA teacher, AdamW moments, batch) are exact per device; temporary
+sizes are XLA:CPU's schedule and only indicate what a TPU/GPU compile would need. Device HBM:
+TPU v5p 95 GiB, v4 32 GiB, H100 80 GiB.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+MODELS = {  # config.json fields of the public checkpoints (architecture only)
+    "qwen2.5-7b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=152064, hidden_size=3584,
+                       intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, rope_theta=1e6, tie_word_embeddings=False),
+    "qwen3-8b": dict(architectures=["Qwen3ForCausalLM"], vocab_size=151936, hidden_size=4096,
+                     intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, rope_theta=1e6, tie_word_embeddings=False),
+    "qwen2.5-1.5b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
+                         intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=896,
+                         intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-7b", choices=sorted(MODELS))
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--micro_batches", type=int, default=4)
+    ap.add_argument("--lengths", default="1024,2048,2048", help="student prompt, teacher context, completion")
+    ap.add_argument("--remat", default="dots_no_batch")
+    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--param_dtype", default="bfloat16")
+    ap.add_argument("--hbm_gib", type=float, default=95.0)
+    args = ap.parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+
+    import jax
+    import jax.numpy as jnp
+
+    from sdft_jax import sharding as shd
+    from sdft_jax.model import ModelConfig, abstract_model, param_shardings
+    from sdft_jax.sampler import SamplingConfig, make_generate
+    from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
+    from sdft_jax.train_step import StepConfig, make_train_step
+
+    cfg = ModelConfig.from_hf_dict(MODELS[args.model], param_dtype=args.param_dtype, dtype="bfloat16",
+                                   remat=args.remat)
+    mesh = shd.make_mesh(*[int(x) for x in args.mesh.split(",")])
+    graphdef, abstract = abstract_model(cfg)
+    p_sh = param_shardings(cfg, mesh, abstract)
+    tx = make_optimizer(OptimConfig())
+    abs_state = jax.eval_shape(lambda p: init_state(p, tx, "ema", 0), abstract)
+    st_sh = state_shardings(abs_state, p_sh, mesh)
+    Ps, Pt, N = (int(x) for x in args.lengths.split(","))
+    B = args.prompts
+    bsh = shd.batch_sharding(mesh, 2)
+
+    def s(shape, dtype=jnp.int32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=bsh)
+    batch = {"student_tokens": s((B, Ps + N)), "student_mask": s((B, Ps + N)), "completion_mask": s((B, N)),
+             "sampler_logprobs": s((B, N), jnp.float32), "teacher_tokens": s((B, Pt + N)),
+             "teacher_mask": s((B, Pt + N))}
+    abs_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abs_state, st_sh)
+    step = make_train_step(graphdef, StepConfig(chunk_size=args.chunk, micro_batches=args.micro_batches), tx)
+    jitted = jax.jit(step, in_shardings=(st_sh, {k: bsh for k in batch}),
+                     out_shardings=(st_sh, shd.replicated(mesh)), donate_argnums=(0,))
+    gib = 2 ** 30
+    n_params = sum(x.size for x in jax.tree.leaves(abstract))
+    print(f"{args.model}: {n_params / 1e9:.2f}B params ({args.param_dtype}), mesh {dict(mesh.shape)} on "
+          f"{args.devices} devices, {B} prompts x (student {Ps} / teacher {Pt} / completion {N}), "
+          f"{args.micro_batches} micro-batches, remat={args.remat}, loss chunk {args.chunk}")
+    print("| program | arguments GiB/device | temporaries GiB/device | total GiB/device | fits in "
+          f"{args.hbm_gib:.0f} GiB |")
+    print("|---|---:|---:|---:|---|")
+    m = jitted.lower(abs_state, batch).compile().memory_analysis()
+    total = (m.argument_size_in_bytes + m.temp_size_in_bytes) / gib
+    print(f"| SDFT train step | {m.argument_size_in_bytes / gib:.2f} | {m.temp_size_in_bytes / gib:.2f} | "
+          f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |", flush=True)
+    gen = make_generate(graphdef, cfg, SamplingConfig(max_new_tokens=N), cache_sharding=jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES, None, "tensor", None)))
+    p_abs = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, p_sh)
+    mg = gen.lower(p_abs, s((B, Ps)), s((B, Ps)), jax.random.key(0)).compile().memory_analysis()
+    total = (mg.argument_size_in_bytes + mg.temp_size_in_bytes) / gib
+    print(f"| sampler ({B} x {Ps}+{N}) | {mg.argument_size_in_bytes / gib:.2f} | {mg.temp_size_in_bytes / gib:.2f} | "
+          f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()
