@@ -9,12 +9,13 @@ Prints a Markdown table: tokens/s = batch * new_tokens / seconds.
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _timing import median_seconds  # noqa: E402
 
 
 def main():
@@ -65,19 +66,10 @@ def main():
                              max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                              eos_token_id=None, pad_token_id=0)
 
-        t_ours, t_theirs = _median(ours, args.repeats), _median(theirs, args.repeats)
+        t_ours, t_theirs = median_seconds(ours, args.repeats), median_seconds(theirs, args.repeats)
         n = b * args.new_tokens
         print(f"| {b} | {n / t_ours:,.0f} | {n / t_theirs:,.0f} | {t_theirs / t_ours:.2f}x |", flush=True)
 
-
-def _median(fn, repeats):
-    fn()  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,14 @@ FLOPs: 2 x params per token forward, 4 x backward (attention ignored); MFU needs
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
+from _timing import median_seconds  # noqa: E402
 
-def _median(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -102,11 +94,11 @@ def main():
         h, _ = m.hidden_states(tokens, None, mask)
         return m.logits(h[:, -N - 1:-1]).sum()
 
-    t_gen = _median(lambda: jax.block_until_ready(generate(model.params, sp, sm, jax.random.key(1))), args.repeats)
-    t_teacher = _median(lambda: jax.block_until_ready(
+    t_gen = median_seconds(lambda: jax.block_until_ready(generate(model.params, sp, sm, jax.random.key(1))), args.repeats)
+    t_teacher = median_seconds(lambda: jax.block_until_ready(
         teacher_forward(model.params, sdft["teacher_tokens"], sdft["teacher_mask"])), args.repeats)
-    t_sdft = _median(state_and_step("sdft"), args.repeats)
-    t_sft = _median(state_and_step("sft"), args.repeats)
+    t_sdft = median_seconds(state_and_step("sdft"), args.repeats)
+    t_sft = median_seconds(state_and_step("sft"), args.repeats)
 
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
     flops = {"generate": 2 * n_params * B * (Ps + N), "teacher_fwd": 2 * n_params * B * (Pt + N),

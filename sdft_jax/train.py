@@ -5,6 +5,7 @@ weights; the host only moves data, decides when to evaluate and save, and writes
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -120,8 +121,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
                             scan_layers=config.model.scan_layers)
     tok = model.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    sampling = settings.sampling.__class__(**{**settings.sampling.__dict__,
-                                               "stop_ids": stop_token_ids(model_path, tok), "pad_id": pad_id})
+    sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model_path, tok), pad_id=pad_id)
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
     _say(f"model {model_path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
          f"{model.load_seconds:.1f}s")

@@ -100,7 +100,8 @@ def test_grad_accumulation_equals_full_batch(tiny_qwen2):
     for agg in ("sequence_mean", "token_mean"):
         (l1, p1), (l4, p4) = by[(1, agg)], by[(4, agg)]
         np.testing.assert_allclose(l4, l1, rtol=1e-5)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p4, p1)
+        # SGD lr 10: the params moved by ~1e-2; summation order differs across micro-batches.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p4, p1)
 
 
 def test_sharded_step_equals_single_device(tiny_qwen2):

@@ -1,0 +1,88 @@
+"""Seconds per optimizer step: TRL's SDFTTrainer vs sdft_jax, same tiny model, data, batch, machine.
+
+    pip install trl==1.16.0      # not a project dependency; only this script needs it
+    python benchmarks/peer_trl.py [--steps 12] [--prompts 8] [--completion 24]
+
+Both sides: the random tiny Qwen2 of `configs/tiny.py` (built once, HF format, fp32), the toy
+demonstrations, the paper's teacher template, forward KL over the full vocabulary, EMA teacher
+(rate 0.01), skip the first 3 completion tokens, one rollout per prompt at temperature 1, AdamW
+with cosine schedule. TRL generates with transformers `generate` (no vLLM on CPU). Reported:
+median seconds per optimizer step over the steps after the first two (compilation / warm-up).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+
+
+def trl_seconds_per_step(model_dir, data_file, args) -> float:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+    from sdft_jax.data.prompts import DEFAULT_TEACHER_TEMPLATE
+    torch.manual_seed(0)
+    rows = [json.loads(l) for l in open(data_file)]
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
+                             "privileged_context": r["demonstration"]} for r in rows])
+    template = DEFAULT_TEACHER_TEMPLATE.replace("{x}", "{prompt}").replace("{c}", "{privileged_context}")
+    cfg = SDFTConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.prompts, gradient_accumulation_steps=1,
+        num_generations=1, max_completion_length=args.completion, max_prompt_length=512,
+        distillation_mode="full_logits", distillation_alpha=0.0, teacher_model_kind="ema", teacher_update_rate=0.01,
+        num_loss_tokens_to_skip=3, temperature=1.0, learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=2,
+        max_steps=args.steps, bf16=False, gradient_checkpointing=False, logging_steps=1, report_to=[],
+        teacher_prompt_template=template, use_cpu=True, save_strategy="no", seed=0)
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter())
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SDFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(model_dir),
+                          callbacks=[Clock()])
+    trainer.train()
+    return statistics.median(b - a for a, b in zip(times[1:], times[2:]))
+
+
+def sdft_jax_seconds_per_step(workdir, args) -> float:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    subprocess.run([sys.executable, "-m", "sdft_jax.main", f"--config={REPO}/configs/tiny.py", f"--workdir={workdir}",
+                    f"--config.steps={args.steps}", f"--config.batch.prompts_per_step={args.prompts}",
+                    f"--config.sampling.max_new_tokens={args.completion}", "--config.eval.every=0",
+                    "--config.log.samples_every=0", f"--config.checkpoint.every={args.steps}"],
+                   env=env, check=True, capture_output=True)
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    return statistics.median(r["time_step"] for r in rows[2:])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--completion", type=int, default=24)
+    args = ap.parse_args()
+    workdir = tempfile.mkdtemp()
+    ours = sdft_jax_seconds_per_step(workdir, args)
+    theirs = trl_seconds_per_step(os.path.join(workdir, "tiny_model"),
+                                  os.path.join(workdir, "tiny_data", "toy_train.jsonl"), args)
+    print(f"tiny Qwen2 (configs/tiny.py model, fp32), {args.prompts} prompts/step, {args.completion}-token rollouts, "
+          f"forward KL full vocab, EMA teacher; median s/step over steps 3..{args.steps}")
+    print("| trainer | s / optimizer step | ratio |")
+    print("|---|---:|---:|")
+    print(f"| TRL SDFTTrainer 1.16.0 (transformers generate, torch CPU) | {theirs:.3f} | 1.00x |")
+    print(f"| sdft_jax | {ours:.3f} | {theirs / ours:.2f}x faster |")
+
+
+if __name__ == "__main__":
+    main()
