@@ -9,7 +9,9 @@ from sdft_jax import config_defaults
 def get_config(arg=None):
     c = config_defaults.base_config()
     c.model.path = "Qwen3-8B"
-    c.model.remat = "dots_no_batch"
+    # As configs/qwen7b.py (benchmarks/memory.py measured Qwen2.5-7B on a v5p-8): full remat, 8 micro-batches.
+    c.model.remat = "full"
+    c.batch.micro_batches = 8
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
     c.steps = 200

@@ -12,7 +12,10 @@ from sdft_jax import config_defaults
 def get_config(arg=None):
     c = config_defaults.base_config()
     c.model.path = "Qwen2.5-7B-Instruct"
-    c.model.remat = "dots_no_batch"
+    # benchmarks/memory.py: on a v5p-8 (4 chips, 95 GiB) remat=dots_no_batch with 4 micro-batches needs
+    # ~177 GiB/device; full remat with 8 micro-batches ~62 GiB (XLA:CPU estimate; arguments exact).
+    c.model.remat = "full"
+    c.batch.micro_batches = 8
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
     c.steps = 200  # ~2 epochs of the tool-use training split at 32 prompts per step
