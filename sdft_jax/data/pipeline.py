@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sdft_jax.data import prompts
+from sdft_jax.sampler import default_buckets as buckets_up_to  # powers of two up to the maximum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +120,6 @@ def bucket_length(longest: int, buckets: Sequence[int], what: str) -> int:
         if b >= longest:
             return b
     raise ValueError(f"{what}: {longest} tokens exceed the largest length bucket {max(buckets)}")
-
-
-def buckets_up_to(max_len: int, smallest: int = 64) -> tuple[int, ...]:
-    out, b = [], smallest
-    while b < max_len:
-        out.append(b)
-        b *= 2
-    return tuple(out + [max_len])
 
 
 def _left_pad(rows: list[list[int]], length: int, pad: int):
