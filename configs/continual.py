@@ -9,17 +9,11 @@ Offline caveat: the ToolAlpaca training split is not in ../shared/data, so the t
 trains on the same 97 rows it is evaluated on (a memorization check, not the paper's number);
 point `stages[0].path` at the training split on a machine that has it.
 """
-import os
-
 import ml_collections
 
 from sdft_jax import config_defaults
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _shared(rel):
-    return os.path.join(_REPO, "..", "shared", "data", rel)
+_shared = config_defaults.shared_data
 
 
 def get_config(arg=None):
@@ -30,7 +24,6 @@ def get_config(arg=None):
     c = config_defaults.base_config()
     c.method = args.get("method", "sdft")
     model = args.get("model", "qwen2_5_0_5b")
-    root = os.environ.get("SDFT_REAL_MODELS", os.path.expanduser("~/.cache/sdft_real_models"))
     if model == "tiny":
         c.model.path, c.model.dtype = "tiny", "float32"
         c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", path="tiny", steps=2, scorer="exact_match")),
@@ -40,8 +33,8 @@ def get_config(arg=None):
         c.eval.examples, c.checkpoint.every, c.loss.chunk_size = 8, 100, 16
         c.optim.lr, c.optim.warmup_steps = 1e-3, 1
         return c
-    c.model.path = os.path.join(root, {"qwen2_5_0_5b": "qwen2.5-0.5b-instruct",
-                                       "smollm2_135m": "smollm2-135m-instruct"}.get(model, model))
+    c.model.path = config_defaults.real_model_path({"qwen2_5_0_5b": "qwen2.5-0.5b-instruct",
+                                                    "smollm2_135m": "smollm2-135m-instruct"}.get(model, model))
     c.model.dtype = "float32"
     c.stages = [
         ml_collections.ConfigDict(dict(task="tooluse", path=_shared("tooluse/sdft_tooluse_eval.jsonl"), steps=50,

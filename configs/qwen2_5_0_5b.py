@@ -2,15 +2,12 @@
 
     python -m sdft_jax.main --config=configs/qwen2_5_0_5b.py:task=tooluse --workdir runs/q05
 """
-import os
-
 from sdft_jax import config_defaults
 
 
 def get_config(arg=None):
     c = config_defaults.base_config()
-    root = os.environ.get("SDFT_REAL_MODELS", os.path.expanduser("~/.cache/sdft_real_models"))
-    c.model.path = os.path.join(root, "qwen2.5-0.5b-instruct")
+    c.model.path = config_defaults.real_model_path("qwen2.5-0.5b-instruct")
     c.model.dtype = "float32"
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)

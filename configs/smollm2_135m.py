@@ -3,15 +3,12 @@
 
     python -m sdft_jax.main --config=configs/smollm2_135m.py:task=science --workdir runs/smol
 """
-import os
-
 from sdft_jax import config_defaults
 
 
 def get_config(arg=None):
     c = config_defaults.base_config()
-    root = os.environ.get("SDFT_REAL_MODELS", os.path.expanduser("~/.cache/sdft_real_models"))
-    c.model.path = os.path.join(root, "smollm2-135m-instruct")
+    c.model.path = config_defaults.real_model_path("smollm2-135m-instruct")
     c.model.dtype = "float32"
     c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)

@@ -7,6 +7,8 @@ sampling.max_new_tokens, checkpoint.every, eval.every, mesh.data|fsdp|tensor.
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from sdft_jax.data.prompts import DEFAULT_TEACHER_TEMPLATE
@@ -81,9 +83,20 @@ def apply_task_and_method(c: ml_collections.ConfigDict, args: dict[str, str],
     return c
 
 
-# Paths of the real task files relative to the repository (../shared/data beside the clone).
+# The real task files in ../shared/data beside the clone (absolute, so runs work from any cwd).
+_SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 SHARED_TASKS = {
-    "tooluse": "../shared/data/tooluse",
-    "science": "../shared/data/science/sciknoweval_chemistry_L3",
-    "medical": "../shared/data/medical",
+    "tooluse": os.path.join(_SHARED_DATA, "tooluse"),
+    "science": os.path.join(_SHARED_DATA, "science", "sciknoweval_chemistry_L3"),
+    "medical": os.path.join(_SHARED_DATA, "medical"),
 }
+
+
+def shared_data(rel: str) -> str:
+    return os.path.join(_SHARED_DATA, rel)
+
+
+def real_model_path(folder: str) -> str:
+    """A checkpoint built by ../shared/tools/real_models.py ($SDFT_REAL_MODELS or its default)."""
+    root = os.environ.get("SDFT_REAL_MODELS", os.path.expanduser("~/.cache/sdft_real_models"))
+    return os.path.join(root, folder)
