@@ -1,9 +1,10 @@
 """Sequential multi-task training (the paper's continual experiment) with a forgetting matrix.
 
-config.stages: ordered list of {task, path, steps[, split, eval_path, eval_split, scorer]}. One model
+config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer]}. One model
 is trained through the stages (each stage starts from the previous stage's export, with a fresh
 optimizer and teacher, as separate runs do); after each stage EVERY task of the sequence (and the
-configured prior suite of multiple-choice files) is evaluated. A finished stage is never re-run,
+configured prior suites: `eval.prior_tasks`, generation tasks {name, task, path[, split, scorer]},
+and `eval.prior_mc_files`, multiple-choice files) is evaluated. A finished stage is never re-run,
 so the whole sequence resumes where it stopped. Outputs in WORKDIR: results.json, matrix.csv,
 continual.png, and one sub-workdir per stage.
 """
@@ -36,15 +37,28 @@ def _stage_data_path(stage, workdir: str) -> str:
     return stage.path
 
 
+def _eval_rows(task: str, path: str, split: str | None, fallback: str, workdir: str, limit: int) -> list:
+    source = prepare(task, path, os.path.join(workdir, "tfds"))
+    split = split or ("test" if "test" in source else fallback)
+    if split not in source:
+        raise ValueError(f"{path}: no split {split!r} to evaluate on (found {sorted(source)})")
+    rows = sorted((source[split][i] for i in range(len(source[split]))), key=lambda e: e["id"])
+    return rows[:limit]
+
+
 def _eval_sets(config, workdir: str) -> list[tuple[str, str, list]]:
+    """[(column name, scorer, rows)]: every stage's task, then the prior generation tasks."""
     sets = []
     for stage in config.stages:
         path = stage.get("eval_path") or _stage_data_path(stage, workdir)
-        source = prepare(stage.task, path, os.path.join(workdir, "tfds"))
-        split = stage.get("eval_split") or ("test" if "test" in source else stage.get("split", "train"))
-        rows = sorted((source[split][i] for i in range(len(source[split]))), key=lambda e: e["id"])
-        name = stage.task if all(stage.task != n for n, _, _ in sets) else f"{stage.task}#{len(sets)}"
-        sets.append((name, _scorer_task(stage), rows[: config.eval.examples]))
+        rows = _eval_rows(stage.task, path, stage.get("eval_split"), stage.get("split", "train"), workdir,
+                          config.eval.examples)
+        name = stage.get("name") or stage.task
+        name = name if all(name != n for n, _, _ in sets) else f"{name}#{len(sets)}"
+        sets.append((name, _scorer_task(stage), rows))
+    for prior in config.eval.get("prior_tasks", []) or []:
+        rows = _eval_rows(prior.task, prior.path, prior.get("split"), "train", workdir, config.eval.examples)
+        sets.append((f"prior:{prior.name}", _scorer_task(prior), rows))
     return sets
 
 
@@ -52,8 +66,8 @@ def _evaluate_all(model, params, eval_sets, config) -> dict[str, float]:
     out = {}
     for name, scorer, rows in eval_sets:
         out[name] = evaluate(model, rows, scorer, params=params, max_new_tokens=config.sampling.max_new_tokens,
-                             max_prompt=config.data.max_student_prompt, batch_size=config.eval.get("batch_size", 8),
-                             )["accuracy"]
+                             max_prompt=config.data.max_student_prompt,
+                             batch_size=config.eval.get("batch_size", 8))["accuracy"]
     for path in config.eval.get("prior_mc_files", []) or []:
         scorer = LikelihoodScorer(model if params is None else _with_params(model, params), batch_size=8)
         out[f"prior:{os.path.basename(path)}"] = scorer.multiple_choice(read_mc_jsonl(path))["acc_norm"]
@@ -75,7 +89,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         from sdft_jax.tiny import build_tiny_model
         base_path = build_tiny_model(os.path.join(workdir, "base_model"), seed=config.seed)
     eval_sets = _eval_sets(config, workdir)
-    names = [n for n, _, _ in eval_sets]
+    names = [n for n, _, _ in eval_sets][: len(config.stages)]
     results_path = os.path.join(workdir, "results.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {"rows": [], "stages": []}
 
@@ -100,16 +114,16 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.data.split = stage.get("split", "train")
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every
-        _say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {stage.task} ({stage.steps} steps) from {previous}")
+        _say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
         run(cfg, stage_dir, evaluator_factory=evaluators_for if config.eval.every else None)
         previous = os.path.join(stage_dir, "export")
         model = load_pretrained(previous, dtype=config.model.dtype)
         row = _evaluate_all(model, None, eval_sets, config)
         results["rows"].append(row)
-        results["stages"].append(stage.task)
+        results["stages"].append(names[i])
         _say(f"after stage {i + 1}: {row}")
         json.dump(results, open(results_path, "w"), indent=2)
-    columns = names + [k for k in results["base"] if k not in names]
+    columns = [n for n, _, _ in eval_sets] + [k for k in results["base"] if all(k != n for n, _, _ in eval_sets)]
     R = [[row[k] for k in columns] for row in results["rows"]]
     base = [results["base"][k] for k in columns]
     metrics = continual_metrics([r[: len(names)] for r in R], base[: len(names)])

@@ -1,7 +1,7 @@
 """Entry point: python -m sdft_jax.main --config=configs/FILE.py[:ARG] --workdir DIR [--config.key=value ...]
 
-Without --config it runs configs/tiny.py (a random tiny model on toy data; the built-in demo
-replaces it when it lands). Multi-host: set --coordinator_address/--num_processes/--process_id
+Without --config it runs the built-in demo, configs/demo.py (SDFT vs SFT continual learning in
+a generated world; about 15 minutes on a 2-core CPU; see docs/DEMO.md). Multi-host: set --coordinator_address/--num_processes/--process_id
 (or run on a TPU pod, where jax.distributed discovers them) and every process runs this same
 command.
 """
@@ -14,11 +14,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(_REPO, "configs", "tiny.py")
+DEFAULT_CONFIG = os.path.join(_REPO, "configs", "demo.py")
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file[:arg]",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "output folder (checkpoints, logs, export)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (checkpoints, logs, export); default "
+                               "runs/demo for the demo, runs/default otherwise")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process)")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
@@ -41,18 +42,31 @@ def _maybe_initialize_distributed() -> None:
     jax.distributed.initialize(**kwargs)
 
 
+def _quiet_dataset_building() -> None:
+    """TFDS logs every shard it writes and draws tqdm bars; the run prints its own data summary."""
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+
+
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _maybe_initialize_distributed()
+    _quiet_dataset_building()
     from sdft_jax.resolve import ConfigError
     from sdft_jax.train import TrainingDiverged, run
+    config = _CONFIG.value
     try:
-        if _CONFIG.value.get("stages"):
+        if config.get("demo"):
+            from sdft_jax.demo.runner import run_demo
+            run_demo(config, _WORKDIR.value or "runs/demo")
+        elif config.get("stages"):
             from sdft_jax.continual import run_continual
-            run_continual(_CONFIG.value, _WORKDIR.value)
+            run_continual(config, _WORKDIR.value or "runs/default")
         else:
-            run(_CONFIG.value, _WORKDIR.value)
+            run(config, _WORKDIR.value or "runs/default")
     except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

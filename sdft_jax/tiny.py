@@ -30,7 +30,7 @@ def _byte_alphabet() -> list[str]:
     return chars
 
 
-def byte_tokenizer(save_dir: str | None = None):
+def byte_tokenizer(save_dir: str | None = None, chat_template: str = QWEN_CHAT_TEMPLATE):
     """Byte-level BPE without merges: token id = byte value; Qwen special tokens at 256-258."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -41,7 +41,7 @@ def byte_tokenizer(save_dir: str | None = None):
     tok.decoder = decoders.ByteLevel()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                  additional_special_tokens=["<|im_start|>"])
-    hf.chat_template = QWEN_CHAT_TEMPLATE
+    hf.chat_template = chat_template
     if save_dir:
         hf.save_pretrained(save_dir)
     return hf
@@ -57,7 +57,7 @@ def qwen2_hf_config(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, 
             "eos_token_id": 258, "pad_token_id": 256, "torch_dtype": "float32"}
 
 
-def build_tiny_model(path: str, seed: int = 0, **arch) -> str:
+def build_tiny_model(path: str, seed: int = 0, tokenizer=None, **arch) -> str:
     """A random Qwen2 checkpoint (our initializer) saved as an HF folder; kept if already there."""
     if os.path.isfile(os.path.join(path, "config.json")):
         return path
@@ -66,7 +66,7 @@ def build_tiny_model(path: str, seed: int = 0, **arch) -> str:
     hf_config = qwen2_hf_config(**arch)
     cfg = ModelConfig.from_hf_dict(hf_config, param_dtype="float32", dtype="float32")
     tmp = path + ".partial"
-    save_params(tmp, init_params(cfg, seed), cfg, hf_config, tokenizer=byte_tokenizer())
+    save_params(tmp, init_params(cfg, seed), cfg, hf_config, tokenizer=tokenizer or byte_tokenizer())
     with open(os.path.join(tmp, "generation_config.json"), "w") as f:
         json.dump({"eos_token_id": [258, 256], "pad_token_id": 256}, f)
     os.replace(tmp, path)

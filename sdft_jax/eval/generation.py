@@ -5,6 +5,7 @@ in-context-learning ceiling that SDFT distils from.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Sequence
@@ -19,6 +20,13 @@ from sdft_jax.generate import stop_token_ids
 from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
 
 
+@functools.lru_cache(maxsize=32)
+def _generate_fn(graphdef, config, sampling: SamplingConfig):
+    """One jitted sampler per (architecture, sampling settings): evaluating many checkpoints of one
+    model (a continual run) compiles once per prompt bucket, not once per call."""
+    return make_generate(graphdef, config, sampling)
+
+
 def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: bool = False,
              template: str = DEFAULT_TEACHER_TEMPLATE, max_new_tokens: int = 512, max_prompt: int = 4096,
              batch_size: int = 8, temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1,
@@ -31,7 +39,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
     stops = tuple(stop_ids) if stop_ids is not None else stop_token_ids(model.path or "", tok)
     sc = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         stop_ids=stops, pad_id=pad)
-    generate = make_generate(model.graphdef, model.config, sc)
+    generate = _generate_fn(model.graphdef, model.config, sc)
     buckets = default_buckets(max_prompt)
     contexts, kept, skipped = [], [], 0
     for ex in examples:

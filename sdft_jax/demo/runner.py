@@ -1,0 +1,163 @@
+"""The built-in demo: pretrain (or load) the base, measure the teacher ceiling, run the continual
+experiment with SDFT and with SFT from the same base on the same data, write the report.
+
+Outputs in WORKDIR: results.json (every accuracy; no timings, so a rerun with the same seed gives
+the same file), report.md, demo.png (both methods side by side), sdft/ and sft/ (the continual
+runs: their own results.json, matrix.csv, continual.png and one folder per stage), world/ (the
+generated task files), timing.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+import numpy as np
+
+from sdft_jax import config_defaults
+from sdft_jax.demo import world
+from sdft_jax.demo.pretrain import pretrained_base
+from sdft_jax.demo.report import write_plot, write_report
+
+METHODS = ("sdft", "sft")
+
+
+def _say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _check_workdir(config, workdir: str) -> None:
+    """A rerun into the same workdir resumes; a different config there would mix two experiments."""
+    path = os.path.join(workdir, "demo_config.json")
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if os.path.isfile(path) and open(path).read() != text:
+        raise ValueError(f"{workdir} holds a demo run with another config ({path}); pass a new --workdir "
+                         "or delete that folder")
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], prior_root: str):
+    """The continual runner's config for one method: same base, data, steps and optimizer."""
+    c = config_defaults.base_config()
+    c.method, c.seed, c.steps = method, config.seed, 1
+    c.model.path, c.model.dtype = "", "float32"
+    c.data.teacher_template = world.TEACHER_TEMPLATE
+    c.data.max_student_prompt, c.data.max_teacher_prompt = 32, 64
+    c.sampling.max_new_tokens = world.MAX_RESPONSE_TOKENS
+    c.batch.prompts_per_step = config.demo.prompts_per_step
+    c.optim.lr, c.optim.warmup_steps = config.demo.lr, config.demo.warmup_steps
+    c.loss.chunk_size = 16
+    c.teacher.ema_alpha = config.demo.ema_alpha
+    c.checkpoint.every, c.checkpoint.keep = 10**6, 1
+    c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
+    c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", name=rule.name, path=folder,
+                                               steps=config.demo.steps_per_task, scorer="exact_match"))
+                for rule, folder in tasks]
+    c.eval.prior_tasks = [ml_collections.ConfigDict(dict(name=skill, task="demonstrations",
+                                                         path=os.path.join(prior_root, f"prior_{skill}"),
+                                                         scorer="exact_match"))
+                          for skill in sorted(world.PRIOR_SKILLS)]
+    return c
+
+
+def teacher_ceiling(base_path: str, tasks, prior_root: str, config, data_dir: str) -> dict:
+    """Base model accuracy on each new task with the student context and with the teacher context
+    (demonstration in context), and on each prior skill."""
+    from sdft_jax.data import prepare
+    from sdft_jax.eval.generation import evaluate
+    from sdft_jax.model import load_pretrained
+    model = load_pretrained(base_path, dtype="float32")
+
+    def rows(folder):
+        src = prepare("demonstrations", folder, data_dir)["test"]
+        return sorted((src[i] for i in range(len(src))), key=lambda e: e["id"])[: config.demo.eval_examples]
+
+    kw = dict(max_new_tokens=world.MAX_RESPONSE_TOKENS, max_prompt=64, batch_size=32)
+    out = {"student": {}, "teacher": {}, "prior": {}}
+    for rule, folder in tasks:
+        r = rows(folder)
+        out["student"][rule.name] = evaluate(model, r, "exact_match", **kw)["accuracy"]
+        out["teacher"][rule.name] = evaluate(model, r, "exact_match", with_demonstration=True,
+                                             template=world.TEACHER_TEMPLATE, **kw)["accuracy"]
+    for skill in sorted(world.PRIOR_SKILLS):
+        out["prior"][skill] = evaluate(model, rows(os.path.join(prior_root, f"prior_{skill}")), "exact_match",
+                                       **kw)["accuracy"]
+    return out
+
+
+def summarize(method_results: dict, task_names: list[str], skills: list[str]) -> dict:
+    """Per stage: mean accuracy on the tasks trained so far, on all new tasks, on the prior skills;
+    forgetting = accuracy drop on a task from right after its stage to the end (mean over tasks
+    1..T-1) and prior-skill drop from the base."""
+    cols = method_results["columns"]
+    R = np.asarray(method_results["matrix"], np.float64)
+    base = np.asarray(method_results["base_row"], np.float64)
+    new = [cols.index(n) for n in task_names]
+    prior = [cols.index(f"prior:{s}") for s in skills]
+    stages = []
+    for i in range(len(task_names)):
+        stages.append({"stage": i + 1, "task": task_names[i],
+                       "seen_tasks_accuracy": float(R[i, new[: i + 1]].mean()),
+                       "all_new_tasks_accuracy": float(R[i, new].mean()),
+                       "prior_accuracy": float(R[i, prior].mean())})
+    T = len(task_names)
+    return {"stages": stages,
+            "final_new_tasks_accuracy": float(R[-1, new].mean()),
+            "final_prior_accuracy": float(R[-1, prior].mean()),
+            "base_prior_accuracy": float(base[prior].mean()),
+            "prior_forgetting": float(base[prior].mean() - R[-1, prior].mean()),
+            "new_task_forgetting": float(np.mean([R[j, new[j]] - R[-1, new[j]] for j in range(T - 1)]))
+            if T > 1 else 0.0,
+            "average_accuracy": method_results["average_accuracy"],
+            "backward_transfer": method_results["backward_transfer"]}
+
+
+def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    from sdft_jax.continual import run_continual
+    t_start = time.perf_counter()
+    _check_workdir(config, workdir)
+    timing = {}
+    _say(f"1/4 base model (pretraining settings {config.demo.pretrain.to_dict()})")
+    t = time.perf_counter()
+    base_path = pretrained_base(config.demo.pretrain, say=_say)
+    timing["base_model_s"] = time.perf_counter() - t
+
+    world_dir = os.path.join(workdir, "world")
+    tasks = world.write_task_folders(world_dir, config.seed, config.demo.num_tasks, config.demo.train_rows,
+                                     config.demo.eval_examples)
+    task_names = [rule.name for rule, _ in tasks]
+    skills = sorted(world.PRIOR_SKILLS)
+    _say(f"2/4 teacher ceiling of the base on new tasks {task_names} (hidden rules "
+         f"{ {r.name: r.table for r, _ in tasks} })")
+    t = time.perf_counter()
+    ceiling = teacher_ceiling(base_path, tasks, world_dir, config, os.path.join(workdir, "tfds"))
+    timing["teacher_ceiling_s"] = time.perf_counter() - t
+    _say(f"   student {ceiling['student']} | teacher {ceiling['teacher']} | prior skills {ceiling['prior']}")
+
+    results = {"seed": config.seed, "base_model": os.path.basename(base_path),
+               "rules": {r.name: r.table for r, _ in tasks}, "teacher_ceiling": ceiling, "methods": {}}
+    for k, method in enumerate(METHODS):
+        _say(f"{3 + k}/4 continual {method.upper()} over {len(tasks)} tasks x {config.demo.steps_per_task} steps")
+        t = time.perf_counter()
+        cfg = continual_config(config, method, tasks, world_dir)
+        cfg.model.path = base_path
+        raw = run_continual(cfg, os.path.join(workdir, method))
+        timing[f"{method}_s"] = time.perf_counter() - t
+        results["methods"][method] = {"columns": raw["columns"], "base_row": raw["base_row"],
+                                      "matrix": raw["matrix"], "summary": summarize(raw, task_names, skills)}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    timing["total_s"] = time.perf_counter() - t_start
+    with open(os.path.join(workdir, "timing.json"), "w") as f:
+        json.dump({k: round(v, 1) for k, v in timing.items()}, f, indent=2)
+    write_plot(results, task_names, skills, os.path.join(workdir, "demo.png"))
+    write_report(results, task_names, skills, timing, config, os.path.join(workdir, "report.md"))
+    _say(f"done in {timing['total_s'] / 60:.1f} min: {os.path.join(workdir, 'report.md')}")
+    for method in METHODS:
+        s = results["methods"][method]["summary"]
+        _say(f"   {method.upper()}: final new-task accuracy {s['final_new_tasks_accuracy']:.3f}, prior skills "
+             f"{s['final_prior_accuracy']:.3f} (base {s['base_prior_accuracy']:.3f})")
+    return results

@@ -1,0 +1,112 @@
+"""The built-in demo: the generated world, and a reduced end-to-end run through the real CLI
+(pretraining with our SFT step, teacher ceiling, continual SDFT and SFT, report), run twice for
+determinism."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sdft_jax.demo import world
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_rules():
+    rule = world.Rule("QX", "bcdefa")
+    assert rule.apply("abf") == "bca"
+    tasks = world.new_tasks(seed=3, count=3)
+    assert len({t.name for t in tasks}) == 3 and all(sorted(t.table) == list(world.ALPHABET) for t in tasks)
+    assert not set(t.name for t in tasks) & set(world.PRIOR_SKILLS)
+    assert [t.table for t in world.new_tasks(seed=3, count=3)] == [t.table for t in tasks]
+    assert [t.table for t in world.new_tasks(seed=4, count=3)] != [t.table for t in tasks]
+
+
+def test_task_folders_have_disjoint_words_and_score_their_own_answers(tmp_path):
+    from sdft_jax.eval.scorers import score_completion
+    tasks = world.write_task_folders(str(tmp_path), seed=0, count=2, train=50, test=20)
+    for rule, folder in tasks:
+        train = [json.loads(line) for line in open(os.path.join(folder, "train.jsonl"))]
+        test = [json.loads(line) for line in open(os.path.join(folder, "test.jsonl"))]
+        assert len(train) == 50 and len(test) == 20
+        words = lambda rows: {r["prompt"].split(":", 1)[1] for r in rows}  # noqa: E731
+        assert not words(train) & words(test)
+        for r in test:  # the demonstration scores 1; the word itself (unchanged) scores 0 unless fixed
+            assert r["answer"] == rule.apply(r["prompt"].split(":", 1)[1])
+            assert score_completion("exact_match", r["demonstration"], r) == 1.0
+            assert score_completion("exact_match", r["demonstration"][::-1] + "x", r) == 0.0
+    for skill, fn in world.PRIOR_SKILLS.items():
+        rows = [json.loads(line) for line in open(tmp_path / f"prior_{skill}" / "test.jsonl")]
+        assert all(fn(r["prompt"].split(":", 1)[1]) == r["answer"] for r in rows)
+
+
+def test_pretraining_mix_and_contexts():
+    rows = world.pretraining_rows(3000, seed=0)
+    assert rows == world.pretraining_rows(3000, seed=0)
+    in_context = [r for r in rows if "|" in r["prompt"]]
+    prior = [r for r in rows if r["prompt"].split(":")[0] in world.PRIOR_SKILLS]
+    assert abs(len(in_context) / 3000 - world.PRETRAINING_MIX["in_context"]) < 0.03
+    random_rules = [r for r in in_context if r["prompt"].split(":")[0] not in world.PRIOR_SKILLS]
+    assert abs(len(random_rules) / len(in_context) - (1 - world.IN_CONTEXT_PRIOR_SKILL)) < 0.04
+    assert len({r["prompt"].split(":")[0] for r in random_rules}) > 300  # many rules, not a few
+    for r in in_context:  # the teacher's format: question | demonstration, answered by the demonstration
+        assert r["prompt"].endswith("|" + r["demonstration"])
+    for r in prior:
+        skill, word = r["prompt"].split("|")[0].split(":")
+        assert world.PRIOR_SKILLS[skill](word) == r["answer"]
+    tok = world.tokenizer()
+    from sdft_jax.data.prompts import student_context, teacher_context
+    ex = {"prompt": "QX:abc", "demonstration": "bcd", "system": ""}
+    assert student_context(tok, ex) == "<|im_start|>u:QX:abc<|im_end|><|im_start|>a:"
+    assert teacher_context(tok, ex, world.TEACHER_TEMPLATE) == "<|im_start|>u:QX:abc|bcd<|im_end|><|im_start|>a:"
+
+
+def _run_demo(workdir, cache):
+    env = {**os.environ, "SDFT_JAX_CACHE": str(cache), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "sdft_jax.main", "--config=configs/demo.py:size=small",
+                           f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
+    out = _run_demo(tmp_path / "a", tmp_path / "cache")
+    assert "pretraining" in out
+    results = json.load(open(tmp_path / "a" / "results.json"))
+    ceiling = results["teacher_ceiling"]
+    print("\nreduced demo:", json.dumps({"ceiling": ceiling, **{m: results["methods"][m]["summary"]
+                                                              for m in ("sdft", "sft")}}, indent=1))
+    # The pretrained base has its prior skills (exact match on 5-letter strings; chance is ~0).
+    assert np.mean(list(ceiling["prior"].values())) > 0.3
+    # The teacher (demonstration in context) beats the student on the new tasks before training.
+    assert np.mean(list(ceiling["teacher"].values())) > np.mean(list(ceiling["student"].values())) + 0.3
+    for method in ("sdft", "sft"):  # both methods learn the new tasks
+        s = results["methods"][method]["summary"]
+        first = s["stages"][0]
+        assert first["seen_tasks_accuracy"] > ceiling["student"][first["task"]] + 0.2, (method, first)
+    for name in ("report.md", "demo.png", "timing.json", "sdft/continual.png", "sft/matrix.csv"):
+        assert (tmp_path / "a" / name).stat().st_size > 0, name
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "Teacher ceiling" in report and "SDFT" in report and "SFT" in report
+    # Same seed, cached base, another workdir: the identical results.json.
+    out2 = _run_demo(tmp_path / "b", tmp_path / "cache")
+    assert "cached" in out2
+    assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
+
+
+def test_pretraining_is_deterministic(tmp_path, monkeypatch):
+    """Two pretrainings from scratch with the same seed give bitwise-equal weights."""
+    import ml_collections
+    from sdft_jax.demo import pretrain
+    pre = ml_collections.ConfigDict(dict(seed=1, steps=3, batch=8, lr=1e-3, hidden=32, layers=1, heads=2,
+                                         kv_heads=1, intermediate=64))
+    paths = []
+    for name in ("x", "y"):
+        monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / name))
+        paths.append(pretrain.pretrained_base(pre, say=lambda m: None))
+    from safetensors.numpy import load_file
+    a, b = (load_file(os.path.join(p, "model.safetensors")) for p in paths)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
