@@ -1,7 +1,8 @@
 """Entry point: python -m sdft_jax.main --config=configs/FILE.py[:ARG] --workdir DIR [--config.key=value ...]
 
 Without --config it runs the built-in demo, configs/demo.py (SDFT vs SFT continual learning in
-a generated world; about 15 minutes on a 2-core CPU; see docs/DEMO.md). Multi-host: set --coordinator_address/--num_processes/--process_id
+a generated world; about 15 minutes on a 2-core CPU; see docs/DEMO.md). Multi-host: set
+--coordinator_address/--num_processes/--process_id
 (or run on a TPU pod, where jax.distributed discovers them) and every process runs this same
 command.
 """

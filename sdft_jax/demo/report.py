@@ -61,8 +61,9 @@ def write_report(results: dict, task_names: list[str], skills: list[str], timing
               "new-task forgetting (after own stage - final) |", "|---|---:|---:|---:|---:|"]
     for method in _METHODS:
         s = results["methods"][method]["summary"]
-        lines.append(f"| {method.upper()} | {_fmt(s['final_new_tasks_accuracy'])} | {_fmt(s['final_prior_accuracy'])} | "
-                     f"{_fmt(s['prior_forgetting'])} | {_fmt(s['new_task_forgetting'])} |")
+        lines.append(f"| {method.upper()} | {_fmt(s['final_new_tasks_accuracy'])} | "
+                     f"{_fmt(s['final_prior_accuracy'])} | {_fmt(s['prior_forgetting'])} | "
+                     f"{_fmt(s['new_task_forgetting'])} |")
     lines += ["", "## Full accuracy matrices", ""]
     for method in _METHODS:
         m = results["methods"][method]

@@ -51,6 +51,7 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
     c.optim.lr, c.optim.warmup_steps = config.demo.lr, config.demo.warmup_steps
     c.loss.chunk_size = 16
     c.teacher.ema_alpha = config.demo.ema_alpha
+    c.loss.skip_first_tokens = config.demo.skip_first_tokens
     c.checkpoint.every, c.checkpoint.keep = 10**6, 1
     c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
     c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", name=rule.name, path=folder,
