@@ -56,6 +56,13 @@ def write_report(results: dict, task_names: list[str], skills: list[str], timing
         for st in results["methods"][method]["summary"]["stages"]:
             lines.append(f"| {method.upper()} | {st['stage']}. {st['task']} | {_fmt(st['seen_tasks_accuracy'])} | "
                          f"{_fmt(st['all_new_tasks_accuracy'])} | {_fmt(st['prior_accuracy'])} |")
+    lines += ["", "## Teacher (demonstration in context) after each stage", "",
+              "SDFT's target on the next task is only as good as this in-context skill.", "",
+              "| method | after | " + " | ".join(task_names) + " |", "|---|---|" + "---:|" * len(task_names),
+              "| both | base | " + " | ".join(_fmt(c["teacher"][n]) for n in task_names) + " |"]
+    for method in _METHODS:
+        for n, row in zip(task_names, results["methods"][method]["teacher_after_stage"]):
+            lines.append(f"| {method.upper()} | {n} | " + " | ".join(_fmt(row[t]) for t in task_names) + " |")
     lines += ["", "## Summary", "",
               "| method | final new-task acc | final prior acc | prior forgetting (base - final) | "
               "new-task forgetting (after own stage - final) |", "|---|---:|---:|---:|---:|"]

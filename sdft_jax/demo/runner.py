@@ -64,28 +64,45 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
     return c
 
 
+def _test_rows(folder: str, data_dir: str, limit: int) -> list:
+    from sdft_jax.data import prepare
+    src = prepare("demonstrations", folder, data_dir)["test"]
+    return sorted((src[i] for i in range(len(src))), key=lambda e: e["id"])[:limit]
+
+
+def _accuracy(model, rows, with_demonstration: bool) -> float:
+    from sdft_jax.eval.generation import evaluate
+    return evaluate(model, rows, "exact_match", with_demonstration=with_demonstration,
+                    template=world.TEACHER_TEMPLATE, max_new_tokens=world.MAX_RESPONSE_TOKENS, max_prompt=64,
+                    batch_size=32)["accuracy"]
+
+
 def teacher_ceiling(base_path: str, tasks, prior_root: str, config, data_dir: str) -> dict:
     """Base model accuracy on each new task with the student context and with the teacher context
     (demonstration in context), and on each prior skill."""
-    from sdft_jax.data import prepare
-    from sdft_jax.eval.generation import evaluate
     from sdft_jax.model import load_pretrained
     model = load_pretrained(base_path, dtype="float32")
-
-    def rows(folder):
-        src = prepare("demonstrations", folder, data_dir)["test"]
-        return sorted((src[i] for i in range(len(src))), key=lambda e: e["id"])[: config.demo.eval_examples]
-
-    kw = dict(max_new_tokens=world.MAX_RESPONSE_TOKENS, max_prompt=64, batch_size=32)
+    n = config.demo.eval_examples
     out = {"student": {}, "teacher": {}, "prior": {}}
     for rule, folder in tasks:
-        r = rows(folder)
-        out["student"][rule.name] = evaluate(model, r, "exact_match", **kw)["accuracy"]
-        out["teacher"][rule.name] = evaluate(model, r, "exact_match", with_demonstration=True,
-                                             template=world.TEACHER_TEMPLATE, **kw)["accuracy"]
+        rows = _test_rows(folder, data_dir, n)
+        out["student"][rule.name] = _accuracy(model, rows, False)
+        out["teacher"][rule.name] = _accuracy(model, rows, True)
     for skill in sorted(world.PRIOR_SKILLS):
-        out["prior"][skill] = evaluate(model, rows(os.path.join(prior_root, f"prior_{skill}")), "exact_match",
-                                       **kw)["accuracy"]
+        out["prior"][skill] = _accuracy(model, _test_rows(os.path.join(prior_root, f"prior_{skill}"), data_dir, n),
+                                        False)
+    return out
+
+
+def teacher_after_stages(method_dir: str, tasks, config, data_dir: str) -> list[dict]:
+    """The teacher's accuracy (demonstration in context) of every stage's exported model: SDFT's
+    signal on the next task depends on the in-context skill surviving the previous stages."""
+    from sdft_jax.model import load_pretrained
+    out = []
+    for i in range(len(tasks)):
+        model = load_pretrained(os.path.join(method_dir, f"stage{i}_demonstrations", "export"), dtype="float32")
+        out.append({rule.name: _accuracy(model, _test_rows(folder, data_dir, config.demo.eval_examples), True)
+                    for rule, folder in tasks})
     return out
 
 
@@ -147,8 +164,11 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.model.path = base_path
         raw = run_continual(cfg, os.path.join(workdir, method))
         timing[f"{method}_s"] = time.perf_counter() - t
-        results["methods"][method] = {"columns": raw["columns"], "base_row": raw["base_row"],
-                                      "matrix": raw["matrix"], "summary": summarize(raw, task_names, skills)}
+        results["methods"][method] = {
+            "columns": raw["columns"], "base_row": raw["base_row"], "matrix": raw["matrix"],
+            "teacher_after_stage": teacher_after_stages(os.path.join(workdir, method), tasks, config,
+                                                        os.path.join(workdir, "tfds")),
+            "summary": summarize(raw, task_names, skills)}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     timing["total_s"] = time.perf_counter() - t_start
