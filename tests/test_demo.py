@@ -95,6 +95,9 @@ def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
     out2 = _run_demo(tmp_path / "b", tmp_path / "cache")
     assert "cached" in out2
     assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
+    from sdft_jax.demo.aggregate import table
+    summary = table([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "± 0.000" in summary and "over 2 seeds (0, 0)" in summary
 
 
 def test_pretraining_is_deterministic(tmp_path, monkeypatch):
