@@ -31,6 +31,7 @@ def get_config(arg=None):
         prompts_per_step=32,
         lr=1e-3,
         warmup_steps=6,
+        teacher="ema",  # ema | frozen | live (teacher.kind of the SDFT runs)
         ema_alpha=0.01,
         # The paper skips 3 tokens to drop the teacher's "Based on the example..." preamble; here an
         # answer is 3-5 letters and the teacher has no preamble, so skipping would drop most of it.

@@ -113,3 +113,22 @@ def test_pretraining_is_deterministic(tmp_path, monkeypatch):
     from safetensors.numpy import load_file
     a, b = (load_file(os.path.join(p, "model.safetensors")) for p in paths)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("teacher", "frozn", r"demo \(sdft stage settings\): teacher.kind='frozn'"),
+    ("lr", -1.0, r"optim.lr: must be > 0"),
+    ("train_rows", 4, r"demo.train_rows: 4 rows cannot fill a batch"),
+    ("steps_per_task", 0, r"demo.steps_per_task: must be >= 1"),
+])
+def test_bad_demo_settings_fail_before_pretraining(key, value, message):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(REPO, "configs", "demo.py"))
+    demo_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_config)
+    from sdft_jax.demo.runner import validate
+    from sdft_jax.resolve import ConfigError
+    c = demo_config.get_config()
+    c.demo[key] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(c)

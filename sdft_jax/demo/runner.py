@@ -50,7 +50,7 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
     c.batch.prompts_per_step = config.demo.prompts_per_step
     c.optim.lr, c.optim.warmup_steps = config.demo.lr, config.demo.warmup_steps
     c.loss.chunk_size = 16
-    c.teacher.ema_alpha = config.demo.ema_alpha
+    c.teacher.kind, c.teacher.ema_alpha = config.demo.teacher, config.demo.ema_alpha
     c.loss.skip_first_tokens = config.demo.skip_first_tokens
     c.checkpoint.every, c.checkpoint.keep = 10**6, 1
     c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
@@ -133,9 +133,31 @@ def summarize(method_results: dict, task_names: list[str], skills: list[str]) ->
             "backward_transfer": method_results["backward_transfer"]}
 
 
+def validate(config) -> None:
+    """Every demo setting is checked before the (10-minute) pretraining starts."""
+    import jax
+    from sdft_jax.resolve import ConfigError, resolve
+    d = config.demo
+    for key in ("num_tasks", "steps_per_task", "eval_examples", "prompts_per_step"):
+        if d[key] < 1:
+            raise ConfigError(f"demo.{key}: must be >= 1, got {d[key]}")
+    if d.train_rows < d.prompts_per_step:
+        raise ConfigError(f"demo.train_rows: {d.train_rows} rows cannot fill a batch of demo.prompts_per_step="
+                          f"{d.prompts_per_step}")
+    for method in METHODS:
+        c = continual_config(config, method, [], "")
+        del c["stages"]
+        c.model.path, c.data.path, c.steps = "tiny", "generated", d.steps_per_task
+        try:
+            resolve(c, jax.device_count(), jax.process_count())
+        except ConfigError as e:
+            raise ConfigError(f"demo ({method} stage settings): {e}") from None
+
+
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from sdft_jax.continual import run_continual
     t_start = time.perf_counter()
+    validate(config)
     _check_workdir(config, workdir)
     timing = {}
     _say(f"1/4 base model (pretraining settings {config.demo.pretrain.to_dict()})")
