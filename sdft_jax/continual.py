@@ -115,7 +115,10 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every
         _say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
-        run(cfg, stage_dir, evaluator_factory=evaluators_for if config.eval.every else None)
+        out = run(cfg, stage_dir, evaluator_factory=evaluators_for if config.eval.every else None)
+        if out.get("preempted"):  # saved mid-stage; the rerun resumes this stage from its checkpoint
+            _say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
+            return {**results, "preempted": True}
         previous = os.path.join(stage_dir, "export")
         model = load_pretrained(previous, dtype=config.model.dtype)
         row = _evaluate_all(model, None, eval_sets, config)

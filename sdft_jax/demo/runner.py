@@ -185,6 +185,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg = continual_config(config, method, tasks, world_dir)
         cfg.model.path = base_path
         raw = run_continual(cfg, os.path.join(workdir, method))
+        if raw.get("preempted"):
+            _say("stopped by SIGTERM; rerun the same command to resume (finished stages are kept)")
+            return {"preempted": True}
         timing[f"{method}_s"] = time.perf_counter() - t
         results["methods"][method] = {
             "columns": raw["columns"], "base_row": raw["base_row"], "matrix": raw["matrix"],
