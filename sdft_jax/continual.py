@@ -37,8 +37,14 @@ def _stage_data_path(stage, workdir: str) -> str:
     return stage.path
 
 
-def _eval_rows(task: str, path: str, split: str | None, fallback: str, workdir: str, limit: int) -> list:
-    source = prepare(task, path, os.path.join(workdir, "tfds"))
+def stage_workdir(workdir: str, index: int, stage) -> str:
+    """Where stage `index` trains; its student is exported to <this>/export."""
+    return os.path.join(workdir, f"stage{index}_{stage.task}")
+
+
+def eval_rows(task: str, path: str, split: str | None, fallback: str, data_dir: str, limit: int) -> list:
+    """The first `limit` rows (by id) of the split to evaluate on: `split`, else test, else `fallback`."""
+    source = prepare(task, path, data_dir)
     split = split or ("test" if "test" in source else fallback)
     if split not in source:
         raise ValueError(f"{path}: no split {split!r} to evaluate on (found {sorted(source)})")
@@ -51,13 +57,14 @@ def _eval_sets(config, workdir: str) -> list[tuple[str, str, list]]:
     sets = []
     for stage in config.stages:
         path = stage.get("eval_path") or _stage_data_path(stage, workdir)
-        rows = _eval_rows(stage.task, path, stage.get("eval_split"), stage.get("split", "train"), workdir,
-                          config.eval.examples)
+        rows = eval_rows(stage.task, path, stage.get("eval_split"), stage.get("split", "train"),
+                         os.path.join(workdir, "tfds"), config.eval.examples)
         name = stage.get("name") or stage.task
         name = name if all(name != n for n, _, _ in sets) else f"{name}#{len(sets)}"
         sets.append((name, _scorer_task(stage), rows))
     for prior in config.eval.get("prior_tasks", []) or []:
-        rows = _eval_rows(prior.task, prior.path, prior.get("split"), "train", workdir, config.eval.examples)
+        rows = eval_rows(prior.task, prior.path, prior.get("split"), "train", os.path.join(workdir, "tfds"),
+                         config.eval.examples)
         sets.append((f"prior:{prior.name}", _scorer_task(prior), rows))
     return sets
 
@@ -103,7 +110,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         json.dump(results, open(results_path, "w"), indent=2)
     previous = base_path
     for i, stage in enumerate(config.stages):
-        stage_dir = os.path.join(workdir, f"stage{i}_{stage.task}")
+        stage_dir = stage_workdir(workdir, i, stage)
         if i < len(results["rows"]):
             previous = os.path.join(stage_dir, "export")
             continue

@@ -65,9 +65,8 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
 
 
 def _test_rows(folder: str, data_dir: str, limit: int) -> list:
-    from sdft_jax.data import prepare
-    src = prepare("demonstrations", folder, data_dir)["test"]
-    return sorted((src[i] for i in range(len(src))), key=lambda e: e["id"])[:limit]
+    from sdft_jax.continual import eval_rows
+    return eval_rows("demonstrations", folder, "test", "test", data_dir, limit)
 
 
 def _accuracy(model, rows, with_demonstration: bool) -> float:
@@ -94,15 +93,16 @@ def teacher_ceiling(base_path: str, tasks, prior_root: str, config, data_dir: st
     return out
 
 
-def teacher_after_stages(method_dir: str, tasks, config, data_dir: str) -> list[dict]:
+def teacher_after_stages(method_dir: str, stages, tasks, config, data_dir: str) -> list[dict]:
     """The teacher's accuracy (demonstration in context) of every stage's exported model: SDFT's
     signal on the next task depends on the in-context skill surviving the previous stages."""
+    from sdft_jax.continual import stage_workdir
     from sdft_jax.model import load_pretrained
+    rows = {rule.name: _test_rows(folder, data_dir, config.demo.eval_examples) for rule, folder in tasks}
     out = []
-    for i in range(len(tasks)):
-        model = load_pretrained(os.path.join(method_dir, f"stage{i}_demonstrations", "export"), dtype="float32")
-        out.append({rule.name: _accuracy(model, _test_rows(folder, data_dir, config.demo.eval_examples), True)
-                    for rule, folder in tasks})
+    for i, stage in enumerate(stages):
+        model = load_pretrained(os.path.join(stage_workdir(method_dir, i, stage), "export"), dtype="float32")
+        out.append({name: _accuracy(model, r, True) for name, r in rows.items()})
     return out
 
 
@@ -191,7 +191,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         timing[f"{method}_s"] = time.perf_counter() - t
         results["methods"][method] = {
             "columns": raw["columns"], "base_row": raw["base_row"], "matrix": raw["matrix"],
-            "teacher_after_stage": teacher_after_stages(os.path.join(workdir, method), tasks, config,
+            "teacher_after_stage": teacher_after_stages(os.path.join(workdir, method), cfg.stages, tasks, config,
                                                         os.path.join(workdir, "tfds")),
             "summary": summarize(raw, task_names, skills)}
     with open(os.path.join(workdir, "results.json"), "w") as f:
