@@ -96,6 +96,11 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
     N = sc.max_new_tokens
 
     def generate(params, prompt_tokens, prompt_mask, key):
+        if cfg.param_dtype != cfg.dtype:
+            # fp32 master weights: decode from one compute-dtype copy made here. Without the barrier
+            # XLA sinks the converts into the decode loop and reads the fp32 weights every token.
+            params = jax.lax.optimization_barrier(jax.tree.map(
+                lambda x: x.astype(cfg.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params))
         model = nnx.merge(graphdef, params)
         B, P = prompt_tokens.shape
         prompt_mask = prompt_mask.astype(jnp.int32)

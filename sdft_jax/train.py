@@ -38,6 +38,18 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+@dataclasses.dataclass
+class _Pending:
+    """A dispatched step whose metrics the host has not read yet."""
+    step: int
+    metrics: dict
+    host: dict
+    rollout: object
+    flops: float
+    t_start: float
+    t_dispatch: float
+
+
 class _Preemption:
     """SIGTERM (TPU preemption) -> finish the current step, save, exit 0."""
 
@@ -140,7 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
                       process_count=jax.process_count())
 
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
-    state = init_state(model.params, tx, settings.step.teacher, config.seed)
+    state = init_state(model.params, tx, settings.step.teacher, config.seed, config.teacher.dtype or None)
     st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
     state = jax.device_put(state, st_sh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
@@ -171,49 +183,74 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
     preempt = _Preemption()
     # A host copy: the state (and its rng buffer) is donated to the step.
     key = jax.random.wrap_key_data(jnp.asarray(np.asarray(state.rng.addressable_data(0))))
-    last = {}
+    phase_times = bool(config.log.phase_times)
+    clock = {"last": time.perf_counter()}  # when the previous step's metrics arrived
+
+    def complete(p: _Pending) -> dict:
+        """Waits for a dispatched step, checks its loss and adds throughput figures."""
+        metrics = {k: float(v) for k, v in jax.device_get(p.metrics).items()}
+        now = time.perf_counter()
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingDiverged(
+                f"step {p.step}: loss is {metrics['loss']} (grad_norm {metrics.get('grad_norm')}); stopping "
+                f"without saving. The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
+        seconds = now - clock["last"]
+        clock["last"] = now
+        metrics.update(time_step=seconds, tokens_per_s=metrics["completion_tokens"] / seconds,
+                       epoch=p.host["epoch"], model_tflops_per_s=p.flops / seconds / 1e12)
+        if phase_times:
+            metrics.update(time_generate=p.t_dispatch - p.t_start, time_train_step=now - p.t_dispatch)
+        if config.log.peak_flops_per_device:
+            metrics["mfu"] = p.flops / seconds / (config.log.peak_flops_per_device * jax.device_count())
+        return metrics
+
+    def record(done: int, metrics: dict) -> None:
+        if done % config.log.every == 0 or done == config.steps:
+            logger.log(done, metrics)
+            logger.progress(done, metrics)
+
+    last, pending = {}, None
     try:
         for step in range(int(state.step), config.steps):
-            host = next(batcher)
+            host = next(batcher)  # prepared while the device still runs the previous step
             g = to_global(host, mesh)
-            t0 = time.perf_counter()
+            t_start = time.perf_counter()
             if settings.step.method == "sdft":
                 rollout = generate(state.params, g["student_prompt"], g["student_prompt_mask"],
                                    jax.random.fold_in(key, step))
-                jax.block_until_ready(rollout)
+                if phase_times:
+                    jax.block_until_ready(rollout)
                 batch = assemble(g["student_prompt"], g["student_prompt_mask"], g["teacher_prompt"],
                                  g["teacher_prompt_mask"], rollout.tokens, rollout.mask, rollout.model_logprobs)
             else:
                 rollout = None
                 batch = assemble(g["student_prompt"], g["student_prompt_mask"], None, None,
                                  g["target"], g["target_mask"])
-            t1 = time.perf_counter()
+            t_dispatch = time.perf_counter()
             state, metrics = step_fn(state, batch)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            t2 = time.perf_counter()
-            if not math.isfinite(metrics["loss"]):
-                raise TrainingDiverged(
-                    f"step {step + 1}: loss is {metrics['loss']} (grad_norm {metrics.get('grad_norm')}); stopping "
-                    f"without saving. The last good checkpoint is step {ckpt.latest_step()} in "
-                    f"{ckpt.directory}")
-            flops = _flops_per_step(n_params, batch)
-            metrics.update(time_generate=t1 - t0, time_train_step=t2 - t1, time_step=t2 - t0,
-                           tokens_per_s=metrics["completion_tokens"] / (t2 - t0), epoch=host["epoch"],
-                           model_tflops_per_s=flops / (t2 - t0) / 1e12)
-            if config.log.peak_flops_per_device:
-                metrics["mfu"] = flops / (t2 - t0) / (config.log.peak_flops_per_device * jax.device_count())
             done = step + 1
-            if config.log.samples_every and done % config.log.samples_every == 0:
+            # The previous step's metrics are read only now, with this step already queued: the
+            # host logs and prepares the next batch while the device computes.
+            if pending is not None:
+                last = complete(pending)
+                record(pending.step, last)
+            pending = _Pending(done, metrics, host, rollout, _flops_per_step(n_params, batch), t_start, t_dispatch)
+            sample_due = bool(config.log.samples_every and done % config.log.samples_every == 0)
+            eval_due = bool(evaluators and config.eval.every and done % config.eval.every == 0)
+            save_due = done % config.checkpoint.every == 0 or done == config.steps or preempt.requested
+            if not (phase_times or sample_due or eval_due or save_due):
+                continue
+            # Synchronous from here: never save, evaluate or sample a step whose loss is unchecked.
+            last, pending = complete(pending), None
+            if sample_due:
                 _log_sample(logger, tok, done, host, rollout, batcher)
-            if evaluators and config.eval.every and done % config.eval.every == 0:
+            if eval_due:
                 for ev in evaluators:
-                    metrics.update(ev(state.params))
-            if done % config.log.every == 0 or done == config.steps:
-                logger.log(done, metrics)
-                logger.progress(done, metrics)
-            if done % config.checkpoint.every == 0 or done == config.steps or preempt.requested:
+                    last.update(ev(state.params))
+            record(done, last)
+            if save_due:
                 ckpt.save(done, state, {"data": batcher.get_state(), "step": done})
-            last = metrics
+            clock["last"] = time.perf_counter()  # evaluation and saving are not step time
             if preempt.requested:
                 _say(f"SIGTERM: saved checkpoint at step {done}; exiting")
                 ckpt.close()

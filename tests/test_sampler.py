@@ -142,3 +142,25 @@ def test_sharded_generation_equals_unsharded(tiny_qwen2):
 def test_pad_to_bucket_errors_on_too_long_prompt():
     with pytest.raises(ValueError, match="prompt of 40 tokens exceeds the largest length bucket 32"):
         pad_to_bucket([list(range(40))], buckets=(16, 32))
+
+
+def test_fp32_master_weights_decode_reads_compute_dtype_weights(tiny_qwen2):
+    """fp32 params + bf16 compute: every loop of the program we hand XLA (decode, layer scan)
+    carries bf16 weights (half the bytes per decoded token), and the rollout equals sampling
+    from params cast to bf16 beforehand. Checked on the lowered StableHLO: XLA:CPU itself
+    upcasts bf16 matmuls to f32, so its compiled loops say nothing about a GPU/TPU."""
+    model = load_pretrained(tiny_qwen2, dtype="float32", compute_dtype="bfloat16")
+    sc = SamplingConfig(max_new_tokens=6, temperature=0.0)
+    tokens, mask = hf.left_padded_batch(seed=3, batch=2, length=8)
+    gen = make_generate(model.graphdef, model.config, sc)
+    text = gen.lower(model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0)).as_text()
+    fp32_weights = {"tensor<" + "x".join(map(str, x.shape)) + "xf32>" for x in jax.tree.leaves(model.params)
+                    if x.ndim >= 2}
+    loops = [line.split(") : ", 1)[1] for line in text.splitlines() if "stablehlo.while(" in line]
+    assert len([t for t in loops if "bf16>" in t]) >= 2  # the decode loop and the layer scans
+    for carried in loops:
+        assert not [w for w in fp32_weights if w in carried], f"fp32 weights carried by a loop: {carried[:300]}"
+    cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), model.params)
+    a = gen(model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
+    b = gen(cast, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))

@@ -68,6 +68,39 @@ def test_ema_teacher_update_is_exact_and_frozen_teacher_is_untouched(tiny_qwen2)
         assert np.isfinite(float(metrics["loss"]))
 
 
+def test_float32_teacher_of_a_bfloat16_model_keeps_the_exact_ema(tiny_qwen2):
+    """teacher.dtype=float32: the stored teacher is the fp32 EMA of the bf16 student, exactly;
+    the bf16 teacher under the same updates rounds almost every EMA increment away."""
+    sc = StepConfig(teacher="ema", ema_alpha=0.01)
+    model = load_pretrained(tiny_qwen2, dtype="bfloat16")
+    tx = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, total_steps=100))
+    step = jit_train_step(make_train_step(model.graphdef, sc, tx))
+    batch = _batch()
+    changed = {}
+    for teacher_dtype in (None, "float32"):
+        state = init_state(jax.tree.map(jnp.copy, model.params), tx, "ema", seed=0, teacher_dtype=teacher_dtype)
+        initial = _copy(state.teacher_params)
+        for _ in range(3):
+            before = _copy(state.teacher_params)
+            state, metrics = step(state, batch)
+        params, teacher = _copy(state.params), _copy(state.teacher_params)
+        leaves = jax.tree.leaves(teacher)
+        assert {x.dtype for x in leaves} == {np.dtype(teacher_dtype or jnp.bfloat16)}
+        assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(jnp.bfloat16)}
+        if teacher_dtype:
+            # XLA may feed the EMA the student's update before its bf16 rounding (excess precision
+            # is allowed), so the exact EMA of the stored params is met within alpha * half a bf16 ulp.
+            for p, t0, t in zip(jax.tree.leaves(params), jax.tree.leaves(before), leaves):
+                p = p.astype(np.float32)
+                err = np.abs(t - (0.01 * p + 0.99 * t0))
+                assert np.all(err <= 0.01 * np.abs(p) * 2.0 ** -8 + 1e-6 * np.abs(t) + 1e-12), err.max()
+        moved = sum(int(np.sum(a != b)) for a, b in zip(leaves, jax.tree.leaves(initial)))
+        changed[teacher_dtype] = moved / sum(x.size for x in leaves)
+        assert np.isfinite(float(metrics["loss"]))
+    assert changed["float32"] > 0.5  # measured 0.88 (the rest: embeddings of tokens not in the batch)
+    assert changed[None] < 0.1  # measured 0.03, at lr 1e-3
+
+
 def test_live_teacher_differentiates_only_through_the_student(tiny_qwen3):
     """Gradient of the step == gradient of the student loss with teacher logits fed as constants."""
     sc = StepConfig(teacher="live", skip_first_tokens=2)
