@@ -3,7 +3,7 @@ the compiler's memory analysis of abstract inputs (no weights are loaded or allo
 
     python benchmarks/memory.py [--model qwen2.5-7b] [--devices 8] [--mesh 1,8,1] [--prompts 32]
         [--micro_batches 4] [--lengths 1024,2048,2048] [--remat dots_no_batch] [--chunk 256]
-        [--param_dtype bfloat16] [--hbm_gib 95]
+        [--param_dtype bfloat16] [--teacher_dtype float32] [--hbm_gib 95]
 
 It compiles for `--devices` virtual CPU devices (XLA_FLAGS is set before jax is imported), so
 argument sizes (params, EMA teacher, AdamW moments, batch) are exact per device; temporary
@@ -42,7 +42,8 @@ def main():
     ap.add_argument("--lengths", default="1024,2048,2048", help="student prompt, teacher context, completion")
     ap.add_argument("--remat", default="dots_no_batch")
     ap.add_argument("--chunk", type=int, default=256)
-    ap.add_argument("--param_dtype", default="bfloat16")
+    ap.add_argument("--param_dtype", default="bfloat16", help="float32 = fp32 master weights (bf16 compute)")
+    ap.add_argument("--teacher_dtype", default="float32", help="teacher.ema_dtype; '' = the param dtype")
     ap.add_argument("--hbm_gib", type=float, default=95.0)
     args = ap.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
@@ -62,7 +63,7 @@ def main():
     graphdef, abstract = abstract_model(cfg)
     p_sh = param_shardings(cfg, mesh, abstract)
     tx = make_optimizer(OptimConfig())
-    abs_state = jax.eval_shape(lambda p: init_state(p, tx, "ema", 0), abstract)
+    abs_state = jax.eval_shape(lambda p: init_state(p, tx, "ema", 0, args.teacher_dtype or None), abstract)
     st_sh = state_shardings(abs_state, p_sh, mesh)
     Ps, Pt, N = (int(x) for x in args.lengths.split(","))
     B = args.prompts
@@ -79,7 +80,8 @@ def main():
                      out_shardings=(st_sh, shd.replicated(mesh)), donate_argnums=(0,))
     gib = 2 ** 30
     n_params = sum(x.size for x in jax.tree.leaves(abstract))
-    print(f"{args.model}: {n_params / 1e9:.2f}B params ({args.param_dtype}), mesh {dict(mesh.shape)} on "
+    print(f"{args.model}: {n_params / 1e9:.2f}B params ({args.param_dtype}, teacher "
+          f"{args.teacher_dtype or args.param_dtype}, compute bfloat16), mesh {dict(mesh.shape)} on "
           f"{args.devices} devices, {B} prompts x (student {Ps} / teacher {Pt} / completion {N}), "
           f"{args.micro_batches} micro-batches, remat={args.remat}, loss chunk {args.chunk}")
     print("| program | arguments GiB/device | temporaries GiB/device | total GiB/device | fits in "

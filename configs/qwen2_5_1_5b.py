@@ -1,4 +1,4 @@
-"""Qwen2.5-1.5B-Instruct on one GPU (bf16, remat), the paper's hyper-parameters otherwise.
+"""Qwen2.5-1.5B-Instruct on one GPU (bf16 matmuls, fp32 master weights, remat), the paper's hyper-parameters otherwise.
 
     python -m sdft_jax.main --config=configs/qwen2_5_1_5b.py:task=science --workdir runs/q15 \
         --config.model.path=/path/to/Qwen2.5-1.5B-Instruct
@@ -10,6 +10,7 @@ def get_config(arg=None):
     c = config_defaults.base_config()
     c.model.path = "Qwen2.5-1.5B-Instruct"
     c.model.remat = "dots_no_batch"
+    config_defaults.fp32_master_weights(c)
     c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
     c.steps = 200

@@ -11,6 +11,7 @@ def get_config(arg=None):
     c.model.path = "Qwen3-8B"
     # As configs/qwen7b.py (benchmarks/memory.py measured Qwen2.5-7B on a v5p-8): full remat, 8 micro-batches.
     c.model.remat = "full"
+    config_defaults.fp32_master_weights(c)
     c.batch.micro_batches = 8
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)

@@ -1,7 +1,7 @@
 """Qwen2.5-7B-Instruct, the paper's setting: full fine-tuning, AdamW lr 5e-5 (wd 0), cosine with
 10 warmup steps, 32 prompts per step, EMA teacher alpha 0.01, forward KL, skip 3 tokens,
-rollouts at temperature 1 up to 2048 tokens, bf16. Mesh: FSDP over every chip of the slice
-(TPU v5p-8 / v4-16 and up).
+rollouts at temperature 1 up to 2048 tokens; bf16 matmuls on fp32 master weights (the paper: bf16
+storage). Mesh: FSDP over every chip of the slice (TPU v5p-8 and up).
 
     python -m sdft_jax.main --config=configs/qwen7b.py:task=science --workdir gs://BUCKET/runs/q7 \
         --config.model.path=/path/to/Qwen2.5-7B-Instruct
@@ -13,8 +13,10 @@ def get_config(arg=None):
     c = config_defaults.base_config()
     c.model.path = "Qwen2.5-7B-Instruct"
     # benchmarks/memory.py: on a v5p-8 (4 chips, 95 GiB) remat=dots_no_batch with 4 micro-batches needs
-    # ~177 GiB/device; full remat with 8 micro-batches ~62 GiB (XLA:CPU estimate; arguments exact).
+    # ~177 GiB/device; full remat with 8 micro-batches ~70 GiB with fp32 master weights (XLA:CPU
+    # estimate; arguments exact).
     c.model.remat = "full"
+    config_defaults.fp32_master_weights(c)
     c.batch.micro_batches = 8
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
     config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)

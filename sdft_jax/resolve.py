@@ -40,10 +40,8 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
         _need(os.path.isdir(c.model.path), "model.path", f"{c.model.path!r} is not a directory")
     _need(c.data.path != "" or c.data.url != "", "data.path", "is required (or data.url)")
     _need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
-    for key, value in (("model.compute_dtype", c.model.compute_dtype), ("teacher.dtype", c.teacher.dtype)):
+    for key, value in (("model.compute_dtype", c.model.compute_dtype), ("teacher.ema_dtype", c.teacher.ema_dtype)):
         _need(value in ("", "float32", "bfloat16"), key, f"must be '', float32 or bfloat16, got {value!r}")
-    _need(not (c.teacher.dtype and c.teacher.kind == "live"), "teacher.dtype",
-          "a live teacher is the student's own weights and has no stored copy; leave teacher.dtype empty")
     try:
         check_template(c.data.teacher_template)
     except ValueError as e:

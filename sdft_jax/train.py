@@ -135,6 +135,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model_path, tok), pad_id=pad_id)
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
+    if config.model.dtype == "bfloat16":
+        _say("note: parameters are stored in bfloat16, so AdamW updates under half a bf16 ulp (~0.2% of a "
+             "weight) round away; model.dtype=float32 + model.compute_dtype=bfloat16 keeps fp32 master "
+             "weights (docs/PERFORMANCE.md, 'Precision')")
     _say(f"model {model_path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
          f"{model.load_seconds:.1f}s")
 
@@ -152,7 +156,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
                       process_count=jax.process_count())
 
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
-    state = init_state(model.params, tx, settings.step.teacher, config.seed, config.teacher.dtype or None)
+    ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher == "ema" else None
+    state = init_state(model.params, tx, settings.step.teacher, config.seed, ema_dtype)
     st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
     state = jax.device_put(state, st_sh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)

@@ -58,7 +58,7 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 
 def init_state(params, tx: optax.GradientTransformation, teacher_kind: str, seed: int,
                teacher_dtype: str | None = None) -> TrainState:
-    """teacher_dtype: store the EMA / frozen teacher in this dtype (default: the params' own).
+    """teacher_dtype: store the teacher copy in this dtype (default: the params' own).
     A bf16 EMA teacher barely moves: at alpha 0.01 an update smaller than half a bf16 ulp
     (~0.2% of the weight) rounds away, so the teacher stays near its initial weights until the
     student has drifted ~20% (benchmarks/precision.py measures it)."""

@@ -152,8 +152,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     ({"optim.lr": -1.0}, "optim.lr: must be > 0"),
     ({"data.teacher_template": "{x} only"}, "must contain {c}"),
     ({"model.compute_dtype": "fp16"}, "model.compute_dtype: must be '', float32 or bfloat16, got 'fp16'"),
-    ({"teacher.dtype": "float64"}, "teacher.dtype: must be '', float32 or bfloat16"),
-    ({"teacher.kind": "live", "teacher.dtype": "float32"}, "teacher.dtype: a live teacher"),
+    ({"teacher.ema_dtype": "float64"}, "teacher.ema_dtype: must be '', float32 or bfloat16"),
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):

@@ -69,7 +69,7 @@ def test_ema_teacher_update_is_exact_and_frozen_teacher_is_untouched(tiny_qwen2)
 
 
 def test_float32_teacher_of_a_bfloat16_model_keeps_the_exact_ema(tiny_qwen2):
-    """teacher.dtype=float32: the stored teacher is the fp32 EMA of the bf16 student, exactly;
+    """teacher.ema_dtype=float32: the stored teacher is the fp32 EMA of the bf16 student, exactly;
     the bf16 teacher under the same updates rounds almost every EMA increment away."""
     sc = StepConfig(teacher="ema", ema_alpha=0.01)
     model = load_pretrained(tiny_qwen2, dtype="bfloat16")
