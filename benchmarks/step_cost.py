@@ -12,6 +12,8 @@ program timed after one warm-up (median of --repeats):
   sdft_step       the whole SDFT train step (teacher forward + student forward/backward + AdamW + EMA)
   sft_step        the SFT step (student forward/backward on prompt + demonstration + AdamW)
 student+update = sdft_step - teacher_fwd. SDFT/SFT ratio = (generate + sdft_step) / sft_step.
+--torch_reference also times the same model in transformers (torch, CPU threads as configured):
+the teacher forward (no grad) and the SFT step (forward + backward + AdamW) at the same shapes.
 FLOPs: 2 x params per token forward, 4 x backward (attention ignored); MFU needs --peak_tflops.
 """
 import argparse
@@ -38,6 +40,7 @@ def main():
     ap.add_argument("--chunk_size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="per device, for MFU")
+    ap.add_argument("--torch_reference", action="store_true")
     args = ap.parse_args()
 
     import jax
@@ -119,6 +122,33 @@ def main():
     print(f"\nSDFT step (generate + sdft_step) = {t_gen + t_sdft:.3f} s; SFT step = {t_sft:.3f} s; "
           f"ratio SDFT/SFT = {(t_gen + t_sdft) / t_sft:.2f}x; "
           f"completion tokens/s (SDFT) = {B * N / (t_gen + t_sdft):,.0f}")
+    if args.torch_reference:
+        _torch_reference(path, args.dtype, np.asarray(sdft["teacher_tokens"]), np.asarray(sft["student_tokens"]),
+                         args.repeats, {"teacher_fwd": t_teacher, "sft_step": t_sft})
+
+
+def _torch_reference(path, dtype, teacher_tokens, student_tokens, repeats, ours):
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    teacher, student = torch.tensor(teacher_tokens, dtype=torch.long), torch.tensor(student_tokens, dtype=torch.long)
+
+    def forward():
+        with torch.no_grad():
+            model(teacher)
+
+    def sft_step():
+        model(student, labels=student).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    theirs = {"teacher_fwd": median_seconds(forward, repeats), "sft_step": median_seconds(sft_step, repeats)}
+    print(f"\ntransformers {__import__('transformers').__version__} / torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads, attention {model.config._attn_implementation}), same shapes:")
+    print("| phase | sdft_jax s | transformers s | sdft_jax speed-up |")
+    print("|---|---:|---:|---:|")
+    for k in theirs:
+        print(f"| {k} | {ours[k]:.3f} | {theirs[k]:.3f} | {theirs[k] / ours[k]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
         mesh_shape = shd.resolve_mesh_shape(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, num_devices)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _need(1.0 < c.data.bucket_growth <= 4.0, "data.bucket_growth", f"must be in (1, 4], got {c.data.bucket_growth}")
     _need(0 <= c.loss.top_k, "loss.top_k", f"must be >= 0, got {c.loss.top_k}")
     _need(c.loss.temperature > 0, "loss.temperature", f"must be > 0, got {c.loss.temperature}")
     _need(c.loss.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {c.loss.chunk_size}")

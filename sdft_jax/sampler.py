@@ -178,10 +178,14 @@ def pad_to_bucket(sequences: Sequence[Sequence[int]], buckets: Sequence[int], pa
 
 
 @functools.lru_cache(maxsize=None)
-def default_buckets(max_len: int, smallest: int = 64) -> tuple[int, ...]:
-    """Powers of two from `smallest` up to (and including) max_len."""
+def default_buckets(max_len: int, smallest: int = 64, growth: float = 2.0) -> tuple[int, ...]:
+    """Lengths from `smallest` up to (and including) max_len, each ~`growth` times the last,
+    rounded up to a multiple of 32: growth 2 = powers of two (a batch wastes up to half its
+    tokens on padding); 1.5 = 64, 96, 160, 256, 384, ... (up to a third, more compiled shapes)."""
+    if not 1.0 < growth <= 4.0:
+        raise ValueError(f"bucket growth {growth} must be in (1, 4]")
     out, b = [], smallest
     while b < max_len:
         out.append(b)
-        b *= 2
+        b = max(b + 32, -(-int(b * growth) // 32) * 32)
     return tuple(out + [max_len])

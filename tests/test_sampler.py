@@ -164,3 +164,15 @@ def test_fp32_master_weights_decode_reads_compute_dtype_weights(tiny_qwen2):
     a = gen(model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     b = gen(cast, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_length_bucket_ladder():
+    from sdft_jax.sampler import default_buckets
+    assert default_buckets(1024) == (64, 128, 256, 512, 1024)  # growth 2: powers of two
+    assert default_buckets(1000, growth=1.5) == (64, 96, 160, 256, 384, 576, 864, 1000)
+    assert default_buckets(40) == (40,) and default_buckets(64, growth=1.5) == (64,)
+    for growth in (1.1, 1.5, 2.0, 3.0):
+        ladder = default_buckets(4096, growth=growth)
+        assert all(b % 32 == 0 and b2 > b for b, b2 in zip(ladder, ladder[1:]))
+    with pytest.raises(ValueError, match="growth 1.0 must be in"):
+        default_buckets(128, growth=1.0)

@@ -153,6 +153,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     ({"data.teacher_template": "{x} only"}, "must contain {c}"),
     ({"model.compute_dtype": "fp16"}, "model.compute_dtype: must be '', float32 or bfloat16, got 'fp16'"),
     ({"teacher.ema_dtype": "float64"}, "teacher.ema_dtype: must be '', float32 or bfloat16"),
+    ({"data.bucket_growth": 1.0}, "data.bucket_growth: must be in (1, 4], got 1.0"),
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sdft_jax.data import prompts
-from sdft_jax.sampler import default_buckets as buckets_up_to  # powers of two up to the maximum
+from sdft_jax.sampler import default_buckets as buckets_up_to  # a geometric ladder up to the maximum
 
 
 @dataclasses.dataclass(frozen=True)
