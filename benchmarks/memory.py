@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--param_dtype", default="bfloat16", help="float32 = fp32 master weights (bf16 compute)")
     ap.add_argument("--teacher_dtype", default="float32", help="teacher.ema_dtype; '' = the param dtype")
     ap.add_argument("--hbm_gib", type=float, default=95.0)
+    ap.add_argument("--query_block", type=int, default=0,
+                    help="causal attention query block (0 = the model's default, 256; >= T = unblocked)")
     args = ap.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -57,6 +59,9 @@ def main():
     from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
     from sdft_jax.train_step import StepConfig, make_train_step
 
+    if args.query_block:
+        from sdft_jax.model import transformer
+        transformer.QUERY_BLOCK = args.query_block
     cfg = ModelConfig.from_hf_dict(MODELS[args.model], param_dtype=args.param_dtype, dtype="bfloat16",
                                    remat=args.remat)
     mesh = shd.make_mesh(*[int(x) for x in args.mesh.split(",")])

@@ -41,6 +41,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="per device, for MFU")
     ap.add_argument("--torch_reference", action="store_true")
+    ap.add_argument("--query_block", type=int, default=0,
+                    help="causal attention query block (0 = the model's default, 256; >= T = unblocked)")
     args = ap.parse_args()
 
     import jax
@@ -54,6 +56,9 @@ def main():
     from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
     from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
 
+    if args.query_block:
+        from sdft_jax.model import transformer
+        transformer.QUERY_BLOCK = args.query_block
     path = args.model
     if path == "tiny":
         from sdft_jax.tiny import build_tiny_model
