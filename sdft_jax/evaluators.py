@@ -9,7 +9,7 @@ from flax import nnx
 
 from sdft_jax import losses
 from sdft_jax import sharding as shd
-from sdft_jax.data.pipeline import Lengths, _left_pad, _right_pad, bucket_length, buckets_up_to, tokenize_all
+from sdft_jax.data.pipeline import Lengths, _left_pad, _right_pad, bucket_length, tokenize_all
 
 
 class HeldoutDemonstrationNLL:
@@ -28,7 +28,7 @@ class HeldoutDemonstrationNLL:
         weights = np.zeros(len(rows), np.float32)
         weights[: len(examples)] = 1.0  # repeated rows do not count
         pad = model.tokenizer.pad_token_id or 0
-        ps = bucket_length(max(len(r.student) for r in rows), buckets_up_to(lengths.max_student_prompt), "eval prompt")
+        ps = bucket_length(max(len(r.student) for r in rows), lengths.student_buckets(), "eval prompt")
         sp, sm = _left_pad([r.student for r in rows], ps, pad)
         tg, tm = _right_pad([r.target for r in rows], lengths.max_completion, pad)
         def put(x):  # every process holds the full array; each device takes its rows

@@ -80,5 +80,6 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     _need(c.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {c.checkpoint.every}")
     _need(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
     _need(c.eval.every >= 0, "eval.every", f"must be >= 0, got {c.eval.every}")
-    lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens)
+    lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens,
+                      c.data.bucket_growth)
     return RunSettings(step, optim, sampling, lengths, mesh_shape)

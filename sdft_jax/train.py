@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sdft_jax import sharding as shd
 from sdft_jax.checkpoint import Checkpointer
-from sdft_jax.data import Batcher, buckets_up_to, prepare, to_global, tokenize_all
+from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
 from sdft_jax.evaluators import HeldoutDemonstrationNLL
 from sdft_jax.generate import stop_token_ids
 from sdft_jax.metrics_log import MetricsLogger
@@ -151,12 +151,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
     _say(f"data {config.data.task}/{config.data.split}: {stats.summary()}")
     if jax.process_index() == 0:
         (epath.Path(workdir) / "data_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
-    growth = config.data.bucket_growth
     batcher = Batcher(examples, config.batch.prompts_per_step, settings.lengths, pad_id, seed=config.seed,
                       shuffle=config.data.shuffle, process_index=jax.process_index(),
-                      process_count=jax.process_count(),
-                      student_buckets=buckets_up_to(settings.lengths.max_student_prompt, growth=growth),
-                      teacher_buckets=buckets_up_to(settings.lengths.max_teacher_prompt, growth=growth))
+                      process_count=jax.process_count())
 
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
     ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher == "ema" else None

@@ -28,6 +28,13 @@ class Lengths:
     max_student_prompt: int = 1024
     max_teacher_prompt: int = 2048
     max_completion: int = 1024
+    bucket_growth: float = 2.0  # prompt length buckets: see sampler.default_buckets
+
+    def student_buckets(self) -> tuple[int, ...]:
+        return buckets_up_to(self.max_student_prompt, growth=self.bucket_growth)
+
+    def teacher_buckets(self) -> tuple[int, ...]:
+        return buckets_up_to(self.max_teacher_prompt, growth=self.bucket_growth)
 
 
 @dataclasses.dataclass
@@ -153,8 +160,8 @@ class Batcher:
         self.examples, self.global_batch, self.lengths = examples, global_batch, lengths
         self.pad_id, self.seed, self.shuffle = pad_id, seed, shuffle
         self.process_index, self.process_count = process_index, process_count
-        self.student_buckets = tuple(student_buckets or buckets_up_to(lengths.max_student_prompt))
-        self.teacher_buckets = tuple(teacher_buckets or buckets_up_to(lengths.max_teacher_prompt))
+        self.student_buckets = tuple(student_buckets or lengths.student_buckets())
+        self.teacher_buckets = tuple(teacher_buckets or lengths.teacher_buckets())
         self.epoch, self.batch = 0, 0
         self._perm_epoch, self._perm = None, None
 

@@ -185,10 +185,9 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x, kv, *, sin, cos, mask):
         k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, axis=1)
         v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, axis=1)
         new_kv = (k, v)
-    if kv is None:  # no cache: query slot i attends to key slots <= i only
-        attn = causal_block_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg)
-    else:
-        attn = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg)
+    # Without a cache query slot i attends to key slots <= i only: skip the masked triangle.
+    attend = causal_block_attention if kv is None else _attention
+    attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg)
     x = x + _dense(attn.reshape(B, T, N * H), p["o"], p.get("o_bias"))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
     mlp = jax.nn.silu(_dense(h, p["gate"])) * _dense(h, p["up"])
