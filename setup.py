@@ -1,36 +1,39 @@
 """sdft_jax: Self-Distillation Fine-Tuning (SDFT) in JAX/Flax."""
 from setuptools import find_packages, setup
 
-# Exact pins: JAX/Flax/Orbax APIs move quickly (mesh axis types, NNX pytree mode, orbax policies).
+# Compatible ranges: the lower bound is what the CPU CI tests (exact versions in constraints.txt,
+# which CI installs with), the upper bound admits the GPU machines' preinstalled CUDA JAX 0.11.x
+# stack, so `pip install -e .` next to an accelerator JAX keeps it (tests/test_install.py).
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "transformers==5.23.0",
-    "tensorflow-datasets==4.9.10",
-    "ml-collections==1.1.0",
-    "safetensors==0.8.0",
-    "numpy==2.4.6",
+    "jax>=0.10.2,<0.12",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "transformers>=5.17,<6",
+    "tensorflow-datasets>=4.9.10,<5",
+    "ml-collections>=1.1,<2",
+    "safetensors>=0.8,<0.9",
+    "numpy>=2.4,<3",
     # tensorflow-datasets needs it at import time and does not declare it on Python 3.11.
-    "importlib_resources==7.1.0",
-    "tensorboardX==2.6.4",
+    "importlib_resources>=7.1",
+    "tensorboardX>=2.6.4,<3",
     # Imported directly (also pulled in by the packages above).
-    "absl-py==2.5.1",
-    "etils[epath]==1.15.0",
-    "ml_dtypes==0.6.0",
-    "matplotlib==3.10.7",  # continual-learning plots
+    "absl-py>=2.1",
+    "etils[epath]>=1.9",
+    "ml_dtypes>=0.5",
+    "matplotlib>=3.8",  # continual-learning plots
 ]
 TEST_REQUIRES = [
-    "pytest==9.2.0",
-    # CPU build; this exact pin installs from the machine's local wheel (a bare `torch` pulls CUDA).
-    "torch==2.13.0",
+    "pytest>=8",
+    # constraints.txt pins 2.13.0, the CPU build this machine installs from a local wheel; a bare
+    # `torch` (no constraint) would pull a multi-GB CUDA build.
+    "torch>=2.9",
     # Needed by ../shared/tools/real_models.py to build the real checkpoints offline.
-    "gguf==0.19.0",
-    "accelerate==1.15.0",
-    "tiktoken==0.14.0",
+    "gguf>=0.19",
+    "accelerate>=1.10",
+    "tiktoken>=0.12",
     # The lm-evaluation-harness backend (sdft_jax.eval.lm_eval_backend) is tested on a local task.
-    "lm_eval==0.4.13",
+    "lm_eval>=0.4.13,<0.5",
 ]
 
 setup(
