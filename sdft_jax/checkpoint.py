@@ -22,12 +22,20 @@ def _from_dict(d: dict) -> TrainState:
                       opt_state=d["opt_state"], rng=d["rng"])
 
 
+class CheckpointError(RuntimeError):
+    pass
+
+
 class Checkpointer:
-    def __init__(self, directory: str, keep: int = 3):
+    def __init__(self, directory: str, keep: int = 3, say=print):
         self.directory = directory if "://" in directory else os.path.abspath(directory)
-        self._mngr = ocp.CheckpointManager(
+        self._keep, self._say = keep, say
+        self._mngr = self._manager()
+
+    def _manager(self):
+        return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
                                                  enable_async_checkpointing=True))
 
     def latest_step(self) -> int | None:
@@ -39,6 +47,40 @@ class Checkpointer:
     def save(self, step: int, state: TrainState, meta: dict) -> None:
         self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_as_dict(state)),
                                                       meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore_newest_readable(self, state_template: TrainState, shardings: TrainState):
+        """-> (state, meta) of the newest checkpoint that reads cleanly, or None when there is none.
+        Unreadable ones (truncated arrays, missing metadata, empty folders: a crash mid-write) are
+        moved to DIRECTORY.corrupt/STEP, kept for inspection, so that a resumed run saves anew."""
+        failures = []
+        for step in sorted(self._step_folders(), reverse=True):
+            try:
+                return self.restore(state_template, shardings, step)
+            except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                failures.append(f"step {step} ({reason})")
+                self._say(f"checkpoint step {step} does not read cleanly, skipped and moved to "
+                          f"{self._set_aside(step)}: {reason}")
+        if failures:
+            raise CheckpointError(f"no checkpoint in {self.directory} reads cleanly: {'; '.join(failures)}. "
+                                  f"Start afresh with another --workdir, or move the folder away")
+        return None
+
+    def _step_folders(self) -> list[int]:
+        from etils import epath
+        d = epath.Path(self.directory)
+        return [int(p.name) for p in d.iterdir() if p.name.isdigit()] if d.exists() else []
+
+    def _set_aside(self, step: int) -> str:
+        from etils import epath
+        target = epath.Path(self.directory + ".corrupt") / str(step)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.rmtree()
+        (epath.Path(self.directory) / str(step)).rename(target)
+        self._mngr.close()
+        self._mngr = self._manager()  # re-read the step list
+        return str(target)
 
     def restore(self, state_template: TrainState, shardings: TrainState, step: int | None = None):
         """-> (state, meta) from `step` (default latest), placed in `shardings`."""

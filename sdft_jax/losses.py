@@ -3,7 +3,8 @@
 `per_token_divergence(student_logits, teacher_logits, kind=...)` -> [..., T]:
   forward_kl  sum_v p_T (log p_T - log p_S)      DEFAULT: produced every number in the paper
   reverse_kl  sum_v p_S (log p_S - log p_T)      what the paper's text writes
-  jsd         beta KL(p_T||M) + (1-beta) KL(p_S||M),  M = beta p_T + (1-beta) p_S   (GKD form)
+  jsd         beta KL(p_T||M) + (1-beta) KL(p_S||M),  M = beta p_T + (1-beta) p_S   (GKD form);
+              beta 0 = forward_kl, beta 1 = reverse_kl (the released trainer's alpha)
   top_k       both distributions restricted to the top-k tokens of the teacher (or student)
               plus ONE tail bucket with each side's remaining mass, then the chosen kind.
 `sampled_token_loss` is the REINFORCE form on the sampled tokens (an ablation).
@@ -25,9 +26,10 @@ def log_probs(logits: jax.Array, temperature: float = 1.0) -> jax.Array:
 
 
 def _kl(lp_a: jax.Array, lp_b: jax.Array) -> jax.Array:
-    """KL(a || b) over the last axis from log-probs; 0 * (anything) where p_a == 0."""
+    """KL(a || b) over the last axis from log-probs; 0 * (anything) where p_a == 0. A NaN anywhere
+    stays NaN (a diverged run must not read as loss 0)."""
     p_a = jnp.exp(lp_a)
-    return jnp.sum(jnp.where(p_a > 0, p_a * (lp_a - lp_b), 0.0), axis=-1)
+    return jnp.sum(jnp.where(p_a == 0, 0.0, p_a * (lp_a - lp_b)), axis=-1)
 
 
 def divergence_from_log_probs(lp_s: jax.Array, lp_t: jax.Array, kind: str, beta: float = 0.5) -> jax.Array:
@@ -35,9 +37,13 @@ def divergence_from_log_probs(lp_s: jax.Array, lp_t: jax.Array, kind: str, beta:
         return _kl(lp_t, lp_s)
     if kind == "reverse_kl":
         return _kl(lp_s, lp_t)
-    if kind == "jsd":
-        if beta <= 0.0 or beta >= 1.0:  # M equals one side: both terms vanish (use the KLs instead)
-            return jnp.zeros(lp_s.shape[:-1], jnp.float32)
+    if kind == "jsd":  # beta 0 / 1: M equals one side, and the limit is that KL (as GKD / the paper's code)
+        if beta == 0.0:
+            return _kl(lp_t, lp_s)
+        if beta == 1.0:
+            return _kl(lp_s, lp_t)
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"loss.beta={beta} must be in [0, 1]")
         lp_m = jnp.logaddexp(jnp.log(beta) + lp_t, jnp.log1p(-beta) + lp_s)
         return beta * _kl(lp_t, lp_m) + (1.0 - beta) * _kl(lp_s, lp_m)
     raise ValueError(f"loss.kind={kind!r}; expected one of {KINDS} (or 'sampled_token')")

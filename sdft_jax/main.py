@@ -58,6 +58,8 @@ def main(argv) -> int:
     _quiet_dataset_building()
     from sdft_jax.resolve import ConfigError
     from sdft_jax.train import TrainingDiverged, run
+    from sdft_jax.checkpoint import CheckpointError
+    from sdft_jax.workdir_lock import WorkdirBusy
     config = _CONFIG.value
     try:
         if config.get("demo"):
@@ -68,7 +70,7 @@ def main(argv) -> int:
             run_continual(config, _WORKDIR.value or "runs/default")
         else:
             run(config, _WORKDIR.value or "runs/default")
-    except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+    except (ConfigError, TrainingDiverged, WorkdirBusy, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -20,13 +20,20 @@ class MetricsLogger:
         self.workdir = epath.Path(workdir)
         if self.enabled:
             self.workdir.mkdir(parents=True, exist_ok=True)
+            # Rows after the restored step were written by a run that died before its next checkpoint;
+            # this run recomputes those steps, so the old rows go (TensorBoard: purge_step).
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                dropped = _drop_rows_after(self.workdir / name, start_step)
+                if dropped:
+                    print(f"[sdft_jax] {name}: dropped {dropped} rows after step {start_step} (superseded "
+                          f"by this run)", flush=True)
             # etils paths: local folders and gs:// alike.
             self._jsonl = (self.workdir / "metrics.jsonl").open("a")
             from tensorboardX import SummaryWriter
             # tensorboardX writes gs:// only with google-cloud-storage installed; keep events local then.
             tb_dir = os.path.join(workdir, "tensorboard") if "://" not in workdir else os.path.join(
                 os.path.expanduser("~/sdft_jax_tensorboard"), workdir.replace("://", "_").replace("/", "_"))
-            self._tb = SummaryWriter(tb_dir)
+            self._tb = SummaryWriter(tb_dir, purge_step=start_step + 1)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -63,6 +70,24 @@ class MetricsLogger:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def _drop_rows_after(path: epath.Path, step: int) -> int:
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a half-written last line from a killed run
+    if len(keep) < len(lines):
+        tmp = path.parent / (path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+    return len(lines) - len(keep)
 
 
 def _plain(v):

@@ -63,6 +63,7 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     except ValueError as e:
         raise ConfigError(str(e)) from None
     _need(1.0 < c.data.bucket_growth <= 4.0, "data.bucket_growth", f"must be in (1, 4], got {c.data.bucket_growth}")
+    _need(0.0 <= c.loss.beta <= 1.0, "loss.beta", f"must be in [0, 1] (0 = forward KL, 1 = reverse KL), got {c.loss.beta}")
     _need(0 <= c.loss.top_k, "loss.top_k", f"must be >= 0, got {c.loss.top_k}")
     _need(c.loss.temperature > 0, "loss.temperature", f"must be > 0, got {c.loss.temperature}")
     _need(c.loss.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {c.loss.chunk_size}")

@@ -32,10 +32,19 @@ from sdft_jax.resolve import resolve
 from sdft_jax.sampler import make_generate
 from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
 from sdft_jax.train_step import jit_train_step, make_train_step, sdft_batch
+from sdft_jax.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class WorkdirError(ValueError):
+    pass
+
+
+# A step whose metrics break one of these is never logged, evaluated, saved or exported.
+_MUST_BE_FINITE = ("loss", "grad_norm", "update_norm", "param_norm")
 
 
 @dataclasses.dataclass
@@ -121,7 +130,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
     """Trains per `config`. Evaluators are callables params -> {name: value}, run every `eval.every`
     steps; `evaluator_factory(model, mesh)` builds them once the model is loaded."""
     settings = resolve(config, jax.device_count(), jax.process_count())
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    _make_workdir(workdir)
+    if jax.process_index() != 0:
+        return _train(config, workdir, settings, evaluators, evaluator_factory)
+    with WorkdirLock(workdir, _say):
+        return _train(config, workdir, settings, evaluators, evaluator_factory)
+
+
+def _make_workdir(workdir: str) -> None:
+    try:
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+        if "://" not in workdir and not os.access(workdir, os.W_OK):
+            raise PermissionError(f"{workdir} is not writable")
+    except (OSError, FileExistsError) as e:
+        raise WorkdirError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
+
+
+def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dict:
     _write_config(config, workdir)
     mesh = shd.make_mesh(*settings.mesh_shape)
     _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
@@ -160,9 +185,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
     state = init_state(model.params, tx, settings.step.teacher, config.seed, ema_dtype)
     st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
     state = jax.device_put(state, st_sh)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state, st_sh)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, say=_say)
+    restored = ckpt.restore_newest_readable(state, st_sh)
+    if restored is not None:
+        state, meta = restored
         batcher.set_state(meta["data"])
         _say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
 
@@ -195,10 +221,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callab
         """Waits for a dispatched step, checks its loss and adds throughput figures."""
         metrics = {k: float(v) for k, v in jax.device_get(p.metrics).items()}
         now = time.perf_counter()
-        if not math.isfinite(metrics["loss"]):
+        bad = [f"{k} is {metrics[k]}" for k in _MUST_BE_FINITE if k in metrics and not math.isfinite(metrics[k])]
+        if bad:
             raise TrainingDiverged(
-                f"step {p.step}: loss is {metrics['loss']} (grad_norm {metrics.get('grad_norm')}); stopping "
-                f"without saving. The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
+                f"step {p.step}: {', '.join(bad)} (loss {metrics['loss']}, grad_norm {metrics.get('grad_norm')}); "
+                f"stopping without saving. The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
         seconds = now - clock["last"]
         clock["last"] = now
         metrics.update(time_step=seconds, tokens_per_s=metrics["completion_tokens"] / seconds,

@@ -165,6 +165,7 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
 
         tokens = jnp.maximum(sums["loss_tokens"], 1.0)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "update_norm": _tree_norm(updates),
+                   "param_norm": _tree_norm(new_params),  # the host refuses to save non-finite weights
                    "loss_tokens": sums["loss_tokens"], "completion_tokens": sums["completion_tokens"],
                    "student_entropy": sums["student_entropy"] / tokens,
                    "student_logp": sums["student_logp"] / tokens}

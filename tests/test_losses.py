@@ -68,8 +68,13 @@ def test_top_k_equal_vocab_is_full_and_jsd_limits():
     s, t = _logits(2)
     full = losses.per_token_divergence(s, t, kind="forward_kl")
     np.testing.assert_allclose(losses.per_token_divergence(s, t, kind="forward_kl", top_k=50), full, rtol=1e-6)
-    np.testing.assert_allclose(losses.per_token_divergence(s, t, kind="jsd", beta=0.0), 0.0)
-    np.testing.assert_allclose(losses.per_token_divergence(s, t, kind="jsd", beta=1.0), 0.0)
+    # beta 0 / 1 are the two KLs (the released trainer's alpha), not a silent zero loss.
+    np.testing.assert_allclose(losses.per_token_divergence(s, t, kind="jsd", beta=0.0),
+                               _np_divergence(s, t, "forward_kl"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses.per_token_divergence(s, t, kind="jsd", beta=1.0),
+                               _np_divergence(s, t, "reverse_kl"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="loss.beta=1.5"):
+        losses.per_token_divergence(s, t, kind="jsd", beta=1.5)
 
 
 def test_sampled_token_gradient_is_reinforce():
@@ -125,3 +130,12 @@ def test_chunked_equals_unchunked_value_and_gradient(kind, top_k):
         np.testing.assert_allclose(got, want, rtol=1e-5)
         for a, b in zip(got_g, want_g):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_non_finite_logits_give_non_finite_divergence(kind):
+    """A diverged student (NaN logits) must not read as loss 0 (it did: NaN probabilities were masked)."""
+    s, t = np.zeros((2, 5), np.float32), np.zeros((2, 5), np.float32)
+    s[0, 1] = np.nan
+    got = np.asarray(losses.per_token_divergence(s, t, kind=kind))
+    assert np.isnan(got[0]) and np.isfinite(got[1])

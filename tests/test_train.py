@@ -154,6 +154,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     ({"model.compute_dtype": "fp16"}, "model.compute_dtype: must be '', float32 or bfloat16, got 'fp16'"),
     ({"teacher.ema_dtype": "float64"}, "teacher.ema_dtype: must be '', float32 or bfloat16"),
     ({"data.bucket_growth": 1.0}, "data.bucket_growth: must be in (1, 4], got 1.0"),
+    ({"method": "sdft", "loss.kind": "jsd", "loss.beta": 1.5}, "loss.beta: must be in"),
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
@@ -217,7 +218,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     # An absurd learning rate blows the weights up within a few steps.
     c = _tiny(steps=12, **{"optim.lr": 1e12, "optim.warmup_steps": 0, "optim.grad_clip": 1e30,
                            "checkpoint.every": every, "eval.every": 0, "log.samples_every": 0, "method": "sft"})
-    with pytest.raises(TrainingDiverged, match=r"step (\d+): loss is (nan|inf)") as err:
+    with pytest.raises(TrainingDiverged, match=r"step (\d+): (loss|grad_norm|update_norm|param_norm) is (nan|inf)") as err:
         run(c, workdir)
     bad = int(str(err.value).split("step ")[1].split(":")[0])
     saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
@@ -225,3 +226,14 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert saved == good[-3:]  # keep=3; nothing at or after the bad step
     assert f"last good checkpoint is step {good[-1] if good else None}" in str(err.value)
     assert [r["step"] for r in _metrics(workdir)] == list(range(1, bad))
+
+
+def test_paper_code_teacher_template_is_the_released_trainers_string():
+    from sdft_jax.data import prompts
+    from sdft_jax.tiny import byte_tokenizer
+    resolve(_tiny(**{"data.teacher_template": "paper_code"}), num_devices=8)
+    row = {"prompt": "Q?", "demonstration": "A."}
+    text = prompts.teacher_messages(row, "paper_code")[0]["content"]
+    assert text == ("\nQ?\n\nThis is an example for a response to the question:\nA.\n\n"
+                    "Now answer with a response of your own, including the thinking process.\n")
+    assert prompts.teacher_context(byte_tokenizer(), row, "paper_code") != prompts.teacher_context(byte_tokenizer(), row)

@@ -116,22 +116,40 @@ class DataSource:
 
 
 def prepare(task: str, path: str | None, data_dir: str, url: str | None = None) -> dict[str, DataSource]:
-    """Builds the task's array_record files under `data_dir` once (keyed by the source path) and
-    returns {split: DataSource}."""
+    """Builds the task's array_record files under `data_dir` once per source content (path, size and
+    mtime of every file) and returns {split: DataSource}."""
     if task not in BUILDERS:
         raise ValueError(f"data.task={task!r}; expected one of {sorted(BUILDERS)}")
     if path is None and url is None:
         raise ValueError(f"data.path is required for task {task!r} (no download URL given)")
-    if path is not None:
-        records.data_files(path)  # clear error for a missing path before TFDS gets involved
-    cls = BUILDERS[task]
-    key = os.path.abspath(path) if path else url
     import hashlib
+    cls = BUILDERS[task]
+    if path is not None:
+        # Keyed by content: every source file's path, size and mtime (an edited file is rebuilt).
+        files = records.data_files(path)  # clear error for a missing path before TFDS gets involved
+        stamp = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+        key = json.dumps([task, os.path.abspath(path), stamp])
+    else:
+        key = json.dumps([task, url])
     sub = os.path.join(data_dir, hashlib.sha1(key.encode()).hexdigest()[:10])
     builder = cls(data_dir=sub, file_format="array_record")
     builder.URL, builder.SOURCE = url, path
     if not builder.data_path.exists() or not (builder.data_path / "dataset_info.json").exists():
+        if path is not None and _prepared_before(data_dir, task, path):
+            print(f"[sdft_jax] data: {path} changed since it was last prepared (size or mtime); rebuilding "
+                  f"into {sub}", flush=True)
         builder.download_and_prepare()
         with open(os.path.join(sub, "source.json"), "w") as f:
             json.dump({"task": task, "path": path, "url": url, "skipped": getattr(builder, "_skipped", {})}, f)
     return {name: DataSource(src) for name, src in builder.as_data_source().items()}
+
+
+def _prepared_before(data_dir: str, task: str, path: str) -> bool:
+    """Whether some earlier preparation under data_dir came from this task and path."""
+    import glob
+    for meta in glob.glob(os.path.join(data_dir, "*", "source.json")):
+        with open(meta) as f:
+            m = json.load(f)
+        if m.get("task") == task and m.get("path") and os.path.abspath(m["path"]) == os.path.abspath(path):
+            return True
+    return False

@@ -9,8 +9,17 @@ DEFAULT_TEACHER_TEMPLATE = (
     "{x}\n\nThis is an example for a response to the question:\n{c}\n\n"
     "Now answer with a response of your own, including the thinking process.")
 
+# data.teacher_template takes a name or the template itself. `paper_code` is the released trainer's
+# string (main.py's Template("""...""")), which adds a leading and a trailing newline.
+TEACHER_TEMPLATES = {"paper": DEFAULT_TEACHER_TEMPLATE, "paper_code": "\n" + DEFAULT_TEACHER_TEMPLATE + "\n"}
+
+
+def named_template(template: str) -> str:
+    return TEACHER_TEMPLATES.get(template, template)
+
 
 def check_template(template: str) -> None:
+    template = named_template(template)
     for slot in ("{x}", "{c}"):
         if slot not in template:
             raise ValueError(f"data.teacher_template must contain {slot}; got {template!r}")
@@ -18,7 +27,7 @@ def check_template(template: str) -> None:
 
 def fill_template(template: str, x: str, c: str) -> str:
     # str.replace, not str.format: demonstrations are full of braces (JSON, code).
-    return template.replace("{x}", x).replace("{c}", c)
+    return named_template(template).replace("{x}", x).replace("{c}", c)
 
 
 def student_messages(example: dict) -> list[dict]:

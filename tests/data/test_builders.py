@@ -101,3 +101,16 @@ def test_invalid_json_line_and_missing_file(tmp_path):
 def test_importing_data_does_not_import_tensorflow():
     code = "import sys, sdft_jax.data; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_edited_data_file_is_prepared_again(tmp_path, capsys):
+    """The preparation was cached by path only: an edited file was silently ignored."""
+    rows = [{"prompt": f"p{i}", "demonstration": f"d{i}"} for i in range(3)]
+    path = _write_jsonl(tmp_path / "demo.jsonl", rows)
+    cache = str(tmp_path / "tfds")
+    assert len(prepare("demonstrations", path, cache)["train"]) == 3
+    assert len(prepare("demonstrations", path, cache)["train"]) == 3  # unchanged: reused
+    assert "changed since" not in capsys.readouterr().out
+    _write_jsonl(tmp_path / "demo.jsonl", rows + [{"prompt": "p3", "demonstration": "d3"}])
+    assert len(prepare("demonstrations", path, cache)["train"]) == 4
+    assert f"{path} changed since it was last prepared" in capsys.readouterr().out
