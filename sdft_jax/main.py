@@ -60,7 +60,12 @@ def main(argv) -> int:
     from sdft_jax.train import TrainingDiverged, run
     from sdft_jax.checkpoint import CheckpointError
     from sdft_jax.workdir_lock import WorkdirBusy
-    config = _CONFIG.value
+    try:
+        config = _CONFIG.value
+        config.get("demo")  # a config file that failed to load raises here
+    except OSError as e:
+        print(f"error: {_flag_error(e)}", file=sys.stderr)
+        return 2
     try:
         if config.get("demo"):
             from sdft_jax.demo.runner import run_demo
@@ -76,8 +81,29 @@ def main(argv) -> int:
     return 0
 
 
+def _flag_error(e: BaseException) -> str:
+    """One line for a bad --config file or --config.key, instead of a 60-line traceback."""
+    import re
+    text = str(e)
+    if isinstance(e, OSError) and "Failed loading config file" in text:
+        path = next((a.split("=", 1)[1] for a in reversed(sys.argv) if a.startswith("--config=")), "?")
+        return f"--config={path}: cannot load the config file (relative to {os.getcwd()}): {text.splitlines()[-1].strip()}"
+    if isinstance(e, (AttributeError, KeyError)):
+        flag = next((a.split("=")[0] for a in sys.argv if a.startswith("--config.")
+                     and re.search(rf"\b{re.escape(a.split('=')[0].rsplit('.', 1)[-1])}\b", text)), "--config.?")
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        return f"{flag}: unknown config key" + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+    return " ".join(text.split())
+
+
 def entry() -> None:
-    app.run(main)
+    try:
+        app.run(main)
+    except Exception as e:  # noqa: BLE001
+        if flags.FLAGS.is_parsed():
+            raise  # a failure inside the run: keep its traceback
+        print(f"error: {_flag_error(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,20 @@ def test_no_readable_checkpoint_names_the_folder(finished_run, tmp_path):
         _corrupt(os.path.join(workdir, "checkpoints", step), "missing_metadata")
     with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints reads cleanly: step 6 .*step 3"):
         run(_tiny(), workdir)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.optim.lrr=1"], "error: --config.optim.lrr: unknown config key (did you mean 'lr'?)"),
+    (["--config=configs/nope.py"], "error: --config=configs/nope.py: cannot load the config file"),
+    (["--workdir={file}/sub"], "error: --workdir {file}/sub: cannot write there (Not a directory)"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message):
+    from tests.test_train import REPO, _env
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    args = [a.format(file=afile) for a in args]
+    cmd = [sys.executable, "-m", "sdft_jax.main", "--config=configs/tiny.py", f"--workdir={tmp_path / 'w'}", *args]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message.format(file=afile)), out.stderr[-3000:]
