@@ -50,20 +50,25 @@ class Checkpointer:
 
     def restore_newest_readable(self, state_template: TrainState, shardings: TrainState):
         """-> (state, meta) of the newest checkpoint that reads cleanly, or None when there is none.
-        Unreadable ones (truncated arrays, missing metadata, empty folders: a crash mid-write) are
-        moved to DIRECTORY.corrupt/STEP, kept for inspection, so that a resumed run saves anew."""
+        Newer unreadable ones (truncated arrays, missing metadata, empty folders: a crash mid-write)
+        are then moved to DIRECTORY.corrupt/STEP, kept for inspection, so the resumed run saves anew.
+        When none reads (a changed model, say), nothing is moved and the error names each failure."""
         failures = []
         for step in sorted(self._step_folders(), reverse=True):
             try:
-                return self.restore(state_template, shardings, step)
+                restored = self.restore(state_template, shardings, step)
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-                failures.append(f"step {step} ({reason})")
-                self._say(f"checkpoint step {step} does not read cleanly, skipped and moved to "
-                          f"{self._set_aside(step)}: {reason}")
+                text = str(e).strip()
+                failures.append((step, f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"))
+                continue
+            for bad, reason in failures:
+                self._say(f"checkpoint step {bad} does not read cleanly ({reason}); resuming from step {step}; "
+                          f"step {bad} moved to {self._set_aside(bad)}")
+            return restored
         if failures:
-            raise CheckpointError(f"no checkpoint in {self.directory} reads cleanly: {'; '.join(failures)}. "
-                                  f"Start afresh with another --workdir, or move the folder away")
+            raise CheckpointError(f"no checkpoint in {self.directory} reads cleanly: "
+                                  f"{'; '.join(f'step {s} ({r})' for s, r in failures)}. Start afresh with "
+                                  f"another --workdir, or move the folder away")
         return None
 
     def _step_folders(self) -> list[int]:

@@ -111,6 +111,7 @@ def test_no_readable_checkpoint_names_the_folder(finished_run, tmp_path):
         _corrupt(os.path.join(workdir, "checkpoints", step), "missing_metadata")
     with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints reads cleanly: step 6 .*step 3"):
         run(_tiny(), workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]  # nothing moved: no work lost
 
 
 @pytest.mark.parametrize("args,message", [
