@@ -9,6 +9,7 @@ command.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -96,7 +97,14 @@ def _flag_error(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _sigterm_before_training(signum, frame):
+    """SIGTERM before the training loop has anything to save (it installs its own handler)."""
+    print("[sdft_jax] SIGTERM during start-up: nothing to save yet; exiting", file=sys.stderr, flush=True)
+    sys.exit(0)
+
+
 def entry() -> None:
+    signal.signal(signal.SIGTERM, _sigterm_before_training)
     try:
         app.run(main)
     except Exception as e:  # noqa: BLE001

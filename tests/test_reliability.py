@@ -129,3 +129,17 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert out.returncode != 0
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message.format(file=afile)), out.stderr[-3000:]
+
+
+def test_sigterm_during_start_up_exits_0(tmp_path):
+    """Before: the process died with -15 (the README promises exit 0 on SIGTERM)."""
+    from tests.test_train import _env, _main_cmd
+    proc = subprocess.Popen(_main_cmd(str(tmp_path / "w")), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # the mesh line: model loading, data and compilation are still ahead
+        if line.startswith("[sdft_jax] mesh"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGTERM" in out

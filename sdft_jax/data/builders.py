@@ -60,6 +60,9 @@ class _SDFTBuilder(tfds.core.GeneratorBasedBuilder):
                     else list(records.READERS[self.TASK](f)))
             split = _split_of(f)
             (by_split.setdefault(split, []) if split else unsplit).extend(rows)
+        if not unsplit and not any(by_split.values()):
+            raise records.DataError(f"{source}: no rows (the {self.TASK} data file{'s are' if os.path.isdir(source) else ' is'} "
+                                    f"empty)")
         if unsplit:
             if by_split:  # named files present: unnamed ones are training data
                 by_split.setdefault("train", []).extend(unsplit)

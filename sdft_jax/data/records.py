@@ -40,8 +40,12 @@ def read_rows(path: str) -> Iterator[tuple[int | None, dict]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path!r} does not exist")
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for number, text in enumerate(f, start=1):
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{number}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
                 if not text.strip():
                     continue
                 try:
@@ -52,11 +56,15 @@ def read_rows(path: str) -> Iterator[tuple[int | None, dict]]:
                     raise DataError(f"{path}:{number}: a row must be a JSON object")
                 yield number, row
     else:
-        with open(path, encoding="utf-8") as f:
-            try:
-                rows = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            rows = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise DataError(f"{path}:{line}: not UTF-8 ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of rows")
         for i, row in enumerate(rows):

@@ -121,9 +121,35 @@ class PretrainedModel:
                           self.hf_config, dtype=dtype, tokenizer=self.tokenizer, source_dir=self.path)
 
 
+_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+class MissingTokenizer:
+    """Stands where a model folder has no usable tokenizer: the weights load, and the first use of
+    the tokenizer raises one error naming the folder."""
+
+    def __init__(self, path: str, reason: str):
+        self._path, self._reason = path, reason
+
+    def __getattr__(self, name):
+        raise FileNotFoundError(f"{self._path}: no usable tokenizer ({self._reason}); the weights loaded, but "
+                                f"tokenizing needs tokenizer.json (or tokenizer_config.json and vocabulary files) "
+                                f"in that folder")
+
+    def __bool__(self):
+        return False
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(path)
+    files = os.listdir(path) if os.path.isdir(path) else []
+    # transformers 5 silently builds an EMPTY tokenizer from a folder without vocabulary files.
+    if not any(f in _VOCAB_FILES or f.endswith(".tiktoken") for f in files):
+        return MissingTokenizer(path, f"none of {', '.join(_VOCAB_FILES)} is there")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as e:
+        return MissingTokenizer(path, " ".join(str(e).split())[:200])
 
 
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,

@@ -208,7 +208,7 @@ def save_params(out_dir: str, params: dict, cfg: ModelConfig, hf_config: dict, *
             src = os.path.join(source_dir, name)
             if os.path.isfile(src):
                 shutil.copyfile(src, os.path.join(out_dir, name))
-    elif tokenizer is not None:
+    elif tokenizer:  # not a MissingTokenizer
         tokenizer.save_pretrained(out_dir)
     gen_path = os.path.join(out_dir, "generation_config.json")
     if not os.path.isfile(gen_path):

@@ -114,3 +114,14 @@ def test_edited_data_file_is_prepared_again(tmp_path, capsys):
     _write_jsonl(tmp_path / "demo.jsonl", rows + [{"prompt": "p3", "demonstration": "d3"}])
     assert len(prepare("demonstrations", path, cache)["train"]) == 4
     assert f"{path} changed since it was last prepared" in capsys.readouterr().out
+
+
+def test_non_utf8_bytes_and_empty_file_name_the_file(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"prompt": "a", "demonstration": "b"}\n{"prompt": "caf\xe9", "demonstration": "b"}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl:2: not UTF-8"):
+        read_task("demonstrations", str(bad))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows \(the demonstrations data file is empty\)"):
+        prepare("demonstrations", str(empty), str(tmp_path / "tfds"))

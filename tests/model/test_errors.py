@@ -61,3 +61,16 @@ def test_unsupported_architecture_and_missing_folder(tmp_path):
         load_pretrained(path, dtype="float32")
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
         load_pretrained(str(tmp_path / "no-such-dir"))
+
+
+def test_folder_without_tokenizer_loads_and_names_the_folder_on_use(tmp_path):
+    path = hf.build("qwen2", tmp_path)
+    for name in os.listdir(path):
+        if name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            os.remove(os.path.join(path, name))
+    model = load_pretrained(path, dtype="float32")  # the weights need no tokenizer
+    tokens, mask = hf.left_padded_batch(length=8)
+    assert np.isfinite(np.asarray(model(tokens, mask))).all()
+    with pytest.raises(FileNotFoundError, match=f"{path}: no usable tokenizer"):
+        model.tokenizer.pad_token_id
+    model.save_pretrained(str(tmp_path / "out"))  # exporting the weights still works
