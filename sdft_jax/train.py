@@ -25,6 +25,7 @@ from sdft_jax.checkpoint import Checkpointer
 from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
 from sdft_jax.evaluators import HeldoutDemonstrationNLL
 from sdft_jax.generate import stop_token_ids
+from sdft_jax.memory_check import check_fits
 from sdft_jax.metrics_log import MetricsLogger
 from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
@@ -201,6 +202,9 @@ def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dic
     assemble = jax.jit(sdft_batch, out_shardings=b_sh)
     step_fn = jit_train_step(make_train_step(model.graphdef, settings.step, tx, schedule), st_sh, b_sh,
                              shd.replicated(mesh))
+    # The first call of each program compiles it and checks that it fits before running it.
+    generate = _fits_or_stop("sampler", generate)
+    step_fn = _fits_or_stop(f"{settings.step.method.upper()} train step", step_fn)
     if evaluators is None and evaluator_factory is not None:
         evaluators = evaluator_factory(model, mesh)
     if evaluators is None:
@@ -295,6 +299,17 @@ def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dic
         preempt.restore()
         logger.close()
         ckpt.close()
+
+
+def _fits_or_stop(name: str, jitted):
+    checked = []
+
+    def call(*args):
+        if not checked:
+            check_fits(name, jitted, *args)
+            checked.append(True)
+        return jitted(*args)
+    return call
 
 
 def _export(workdir: str, params, model, model_path: str) -> str:

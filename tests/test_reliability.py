@@ -143,3 +143,32 @@ def test_sigterm_during_start_up_exits_0(tmp_path):
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out[-3000:]
     assert "SIGTERM" in out
+
+
+def test_a_run_that_cannot_fit_stops_before_the_first_step(tmp_path, monkeypatch):
+    """Before: OOM-killed (SIGKILL, no message). The compiled sampler's memory analysis is compared
+    with the free memory; here the machine is made to report 1 KiB free."""
+    from sdft_jax import memory_check
+    monkeypatch.setattr(memory_check, "free_bytes", lambda: (2 ** 10, "host memory (MemAvailable)"))
+    workdir = str(tmp_path / "w")
+    with pytest.raises(memory_check.MemoryPlanError,
+                       match=r"the sampler needs [\d.]+ MiB beyond its [\d.]+ MiB of arguments, but only 0.0 MiB of "
+                             r"host memory \(MemAvailable\) is free: lower it with model.remat=full"):
+        run(_tiny(), workdir)
+    assert not os.path.exists(os.path.join(workdir, "metrics.jsonl")) or not _metrics(workdir)
+
+
+def test_memory_check_reads_the_compiled_programs_needs():
+    import jax
+    import jax.numpy as jnp
+
+    from sdft_jax import memory_check
+    f = jax.jit(lambda x: jnp.outer(x, x).sum(0))  # a 4096 x 4096 fp32 temporary: 64 MiB
+    x = jnp.ones(4096)
+    extra, resident = memory_check.new_bytes(f.lower(x).compile())
+    assert resident == 4096 * 4 and extra >= 4096 * 4
+    memory_check.check_fits("outer", f, x, free=(2 ** 34, "test memory"))  # 16 GiB: fits
+    with pytest.raises(memory_check.MemoryPlanError, match="the outer needs"):
+        memory_check.check_fits("outer", f, x, free=(extra // 2, "test memory"))
+    free = memory_check.free_bytes()
+    assert free is not None and free[0] > 0  # Linux CPU: MemAvailable

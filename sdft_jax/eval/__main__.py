@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     metrics = evaluate(model, examples, args.task, with_demonstration=args.with_demonstration,
                        max_new_tokens=args.max_new_tokens, max_prompt=args.max_prompt, batch_size=args.batch_size,
                        temperature=args.temperature, top_p=args.top_p, num_samples=args.num_samples,
-                       out_jsonl=args.out)
+                       out_jsonl=args.out, progress=True)
     metrics["model"] = model_path
     print(json.dumps(metrics))
     return 0

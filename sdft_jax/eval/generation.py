@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from typing import Sequence
 
@@ -50,7 +51,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             continue
         contexts.append(ids)
         kept.append(ex)
-    start, records = time.perf_counter(), []
+    start, records, generated = time.perf_counter(), [], 0
     key = jax.random.key(seed)
     for lo in range(0, len(contexts), batch_size):
         chunk = contexts[lo: lo + batch_size]
@@ -59,6 +60,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
         for s in range(num_samples):
             r = generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.fold_in(key, lo * 1000 + s))
             toks, lens = np.asarray(r.tokens), np.asarray(r.lengths)
+            generated += int(lens[: len(chunk)].sum())
             for i in range(len(chunk)):
                 ids = [int(t) for t in toks[i, : lens[i]] if int(t) not in stops]
                 completions[i].append(tok.decode(ids, skip_special_tokens=True))
@@ -67,8 +69,12 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             scores = [score_completion(task, c, raw) for c in samples]
             records.append({"id": ex["id"], "prompt": ex["prompt"], "completion": samples[0],
                             "score": scores[0], "scores": scores})
-        if progress:
-            print(f"eval {task}: {len(records)}/{len(contexts)}", flush=True)
+        if progress:  # stderr: stdout carries the metrics JSON
+            elapsed = time.perf_counter() - start
+            eta = elapsed / len(records) * (len(contexts) - len(records))
+            print(f"eval {task} ({'teacher' if with_demonstration else 'student'} context): {len(records)}/"
+                  f"{len(contexts)} rows | {generated / elapsed:,.0f} generated tok/s | elapsed {elapsed:.0f}s | "
+                  f"ETA {eta:.0f}s", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     n = len(records)
     metrics = {"task": task, "context": "teacher" if with_demonstration else "student", "n": n,

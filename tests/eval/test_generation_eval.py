@@ -50,3 +50,13 @@ def test_real_qwen_teacher_ceiling_vs_student_on_tooluse(tmp_path):
     assert results["student"]["context"] == "student" and results["teacher"]["context"] == "teacher"
     for ctx in results.values():
         assert 0.0 <= ctx["accuracy"] <= 1.0 and ctx["skipped_too_long"] == 0
+
+
+def test_progress_goes_to_stderr_with_rate_and_eta(tiny_qwen2, capsys):
+    model = load_pretrained(tiny_qwen2, dtype="float32")
+    evaluate(model, _examples(5), "exact_match", max_new_tokens=6, batch_size=2, stop_ids=(), progress=True)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("eval exact_match")]
+    assert [line.split(": ")[1].split(" rows")[0] for line in lines] == ["2/5", "4/5", "5/5"]
+    assert all("generated tok/s" in line and "ETA" in line for line in lines)
+    assert "eval exact_match" not in out
