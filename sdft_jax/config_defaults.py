@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2048))
     c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3))
     c.eval = ml_collections.ConfigDict(dict(every=0, examples=64))
+    # Evaluators (sdft_jax/eval/evaluators.py), each run every `every` steps (0 = eval.every) and
+    # logged as eval/NAME. demo_nll reads data.eval_split (off while that is "").
+    c.evals = ml_collections.ConfigDict(dict(
+        demo_nll=dict(type="heldout_nll", split="", examples=0, context="student", every=0)))
     # phase_times: block after the rollout and after the step to report time_generate /
     # time_train_step (slower: the host no longer prepares the next batch during the step).
     c.log = ml_collections.ConfigDict(dict(every=1, samples_every=0, peak_flops_per_device=0.0, phase_times=False))

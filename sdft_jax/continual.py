@@ -10,7 +10,6 @@ continual.png, and one sub-workdir per stage.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -18,10 +17,8 @@ import os
 import jax
 import ml_collections
 
-from sdft_jax.data import prepare
 from sdft_jax.eval.continual_metrics import continual_metrics, plot
-from sdft_jax.eval.generation import evaluate
-from sdft_jax.eval.likelihood import LikelihoodScorer, read_mc_jsonl
+from sdft_jax.eval.evaluators import EvalContext, build, evaluate_all
 from sdft_jax.model import load_pretrained
 from sdft_jax.train import _say, run
 
@@ -42,49 +39,30 @@ def stage_workdir(workdir: str, index: int, stage) -> str:
     return os.path.join(workdir, f"stage{index}_{stage.task}")
 
 
-def eval_rows(task: str, path: str, split: str | None, fallback: str, data_dir: str, limit: int) -> list:
-    """The first `limit` rows (by id) of the split to evaluate on: `split`, else test, else `fallback`."""
-    source = prepare(task, path, data_dir)
-    split = split or ("test" if "test" in source else fallback)
-    if split not in source:
-        raise ValueError(f"{path}: no split {split!r} to evaluate on (found {sorted(source)})")
-    rows = sorted((source[split][i] for i in range(len(source[split]))), key=lambda e: e["id"])
-    return rows[:limit]
-
-
-def _eval_sets(config, workdir: str) -> list[tuple[str, str, list]]:
-    """[(column name, scorer, rows)]: every stage's task, then the prior generation tasks."""
-    sets = []
+def _eval_specs(config, workdir: str) -> dict[str, dict]:
+    """{column name: evaluator spec}: every stage's task, the prior generation tasks, the prior
+    multiple-choice files; run after every stage and, with eval.every, inside each stage."""
+    specs = {}
     for stage in config.stages:
-        path = stage.get("eval_path") or _stage_data_path(stage, workdir)
-        rows = eval_rows(stage.task, path, stage.get("eval_split"), stage.get("split", "train"),
-                         os.path.join(workdir, "tfds"), config.eval.examples)
         name = stage.get("name") or stage.task
-        name = name if all(name != n for n, _, _ in sets) else f"{name}#{len(sets)}"
-        sets.append((name, _scorer_task(stage), rows))
+        name = name if name not in specs else f"{name}#{len(specs)}"
+        specs[name] = dict(type="accuracy", task=stage.task, scorer=_scorer_task(stage),
+                           path=stage.get("eval_path") or _stage_data_path(stage, workdir),
+                           split=stage.get("eval_split") or "", fallback_split=stage.get("split", "train"),
+                           batch_size=config.eval.get("batch_size", 8))
     for prior in config.eval.get("prior_tasks", []) or []:
-        rows = eval_rows(prior.task, prior.path, prior.get("split"), "train", os.path.join(workdir, "tfds"),
-                         config.eval.examples)
-        sets.append((f"prior:{prior.name}", _scorer_task(prior), rows))
-    return sets
-
-
-def _evaluate_all(model, params, eval_sets, config) -> dict[str, float]:
-    out = {}
-    for name, scorer, rows in eval_sets:
-        out[name] = evaluate(model, rows, scorer, params=params, max_new_tokens=config.sampling.max_new_tokens,
-                             max_prompt=config.data.max_student_prompt,
-                             batch_size=config.eval.get("batch_size", 8))["accuracy"]
+        specs[f"prior:{prior.name}"] = dict(type="accuracy", task=prior.task, path=prior.path,
+                                            split=prior.get("split") or "", scorer=_scorer_task(prior),
+                                            batch_size=config.eval.get("batch_size", 8))
     for path in config.eval.get("prior_mc_files", []) or []:
-        scorer = LikelihoodScorer(model if params is None else _with_params(model, params), batch_size=8)
-        out[f"prior:{os.path.basename(path)}"] = scorer.multiple_choice(read_mc_jsonl(path))["acc_norm"]
-    return out
+        specs[f"prior:{os.path.basename(path)}"] = dict(type="multiple_choice", path=path)
+    return specs
 
 
-def _with_params(model, params):
-    m = copy.copy(model)
-    m.params = params
-    return m
+def _evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
+    model = load_pretrained(path, dtype=config.model.dtype)
+    ctx = EvalContext(config, model, data_dir=os.path.join(workdir, "tfds"))
+    return evaluate_all([build(name, spec, ctx) for name, spec in specs.items()])
 
 
 def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -95,17 +73,13 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if base_path == "tiny":
         from sdft_jax.tiny import build_tiny_model
         base_path = build_tiny_model(os.path.join(workdir, "base_model"), seed=config.seed)
-    eval_sets = _eval_sets(config, workdir)
-    names = [n for n, _, _ in eval_sets][: len(config.stages)]
+    specs = _eval_specs(config, workdir)
+    names = list(specs)[: len(config.stages)]
     results_path = os.path.join(workdir, "results.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {"rows": [], "stages": []}
 
-    def evaluators_for(model, mesh):
-        return [lambda params: {f"eval/{k}": v for k, v in _evaluate_all(model, params, eval_sets, config).items()}]
-
     if "base" not in results:
-        model = load_pretrained(base_path, dtype=config.model.dtype)
-        results["base"] = _evaluate_all(model, None, eval_sets, config)
+        results["base"] = _evaluate_model(base_path, specs, config, workdir)
         _say(f"base model accuracies: {results['base']}")
         json.dump(results, open(results_path, "w"), indent=2)
     previous = base_path
@@ -121,19 +95,19 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.data.split = stage.get("split", "train")
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every
+        cfg.evals = ml_collections.ConfigDict(specs)  # inside the stage: the same evaluations as between stages
         _say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
-        out = run(cfg, stage_dir, evaluator_factory=evaluators_for if config.eval.every else None)
+        out = run(cfg, stage_dir)
         if out.get("preempted"):  # saved mid-stage; the rerun resumes this stage from its checkpoint
             _say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
             return {**results, "preempted": True}
         previous = os.path.join(stage_dir, "export")
-        model = load_pretrained(previous, dtype=config.model.dtype)
-        row = _evaluate_all(model, None, eval_sets, config)
+        row = _evaluate_model(previous, specs, config, workdir)
         results["rows"].append(row)
         results["stages"].append(names[i])
         _say(f"after stage {i + 1}: {row}")
         json.dump(results, open(results_path, "w"), indent=2)
-    columns = [n for n, _, _ in eval_sets] + [k for k in results["base"] if all(k != n for n, _, _ in eval_sets)]
+    columns = list(specs) + [k for k in results["base"] if k not in specs]
     R = [[row[k] for k in columns] for row in results["rows"]]
     base = [results["base"][k] for k in columns]
     metrics = continual_metrics([r[: len(names)] for r in R], base[: len(names)])

@@ -10,6 +10,7 @@ import ml_collections
 from sdft_jax import sharding as shd
 from sdft_jax.data.pipeline import Lengths
 from sdft_jax.data.prompts import check_template
+from sdft_jax.eval.evaluators import check_spec
 from sdft_jax.sampler import SamplingConfig
 from sdft_jax.train_state import OptimConfig
 from sdft_jax.train_step import StepConfig
@@ -81,6 +82,11 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     _need(c.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {c.checkpoint.every}")
     _need(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
     _need(c.eval.every >= 0, "eval.every", f"must be >= 0, got {c.eval.every}")
+    for name, spec in (c.get("evals") or {}).items():
+        try:
+            check_spec(name, spec)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens,
                       c.data.bucket_growth)
     return RunSettings(step, optim, sampling, lengths, mesh_shape)

@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sdft_jax import sharding as shd
 from sdft_jax.checkpoint import Checkpointer
 from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
-from sdft_jax.evaluators import HeldoutDemonstrationNLL
+from sdft_jax.eval.evaluators import EvalContext, evaluate_all, from_config
 from sdft_jax.generate import stop_token_ids
 from sdft_jax.memory_check import check_fits
 from sdft_jax.metrics_log import MetricsLogger
@@ -126,16 +126,14 @@ def _flops_per_step(n_params: int, batch: dict) -> float:
     return float(student + teacher + rollout)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, evaluators: list[Callable] | None = None,
-        evaluator_factory: Callable | None = None) -> dict:
-    """Trains per `config`. Evaluators are callables params -> {name: value}, run every `eval.every`
-    steps; `evaluator_factory(model, mesh)` builds them once the model is loaded."""
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains per `config`; the evaluators are those `config.evals` declares."""
     settings = resolve(config, jax.device_count(), jax.process_count())
     _make_workdir(workdir)
     if jax.process_index() != 0:
-        return _train(config, workdir, settings, evaluators, evaluator_factory)
+        return _train(config, workdir, settings)
     with WorkdirLock(workdir, _say):
-        return _train(config, workdir, settings, evaluators, evaluator_factory)
+        return _train(config, workdir, settings)
 
 
 def _make_workdir(workdir: str) -> None:
@@ -147,7 +145,7 @@ def _make_workdir(workdir: str) -> None:
         raise WorkdirError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
 
 
-def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dict:
+def _train(config, workdir: str, settings) -> dict:
     _write_config(config, workdir)
     mesh = shd.make_mesh(*settings.mesh_shape)
     _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
@@ -205,15 +203,7 @@ def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dic
     # The first call of each program compiles it and checks that it fits before running it.
     generate = _fits_or_stop("sampler", generate)
     step_fn = _fits_or_stop(f"{settings.step.method.upper()} train step", step_fn)
-    if evaluators is None and evaluator_factory is not None:
-        evaluators = evaluator_factory(model, mesh)
-    if evaluators is None:
-        evaluators = []
-        if config.eval.every and config.data.eval_split:
-            if config.data.eval_split not in source:
-                raise ValueError(f"data.eval_split={config.data.eval_split!r} is not in {sorted(source)}")
-            evaluators.append(HeldoutDemonstrationNLL(model, source[config.data.eval_split], settings.lengths,
-                                                      config.data.teacher_template, config.eval.examples, mesh))
+    evaluators = from_config(config, EvalContext(config, model, mesh, settings.lengths, source, data_dir))
     logger = MetricsLogger(workdir, config.steps, start_step=int(state.step))
     preempt = _Preemption()
     # A host copy: the state (and its rng buffer) is donated to the step.
@@ -272,22 +262,24 @@ def _train(config, workdir: str, settings, evaluators, evaluator_factory) -> dic
                 record(pending.step, last)
             pending = _Pending(done, metrics, host, rollout, _flops_per_step(n_params, batch), t_start, t_dispatch)
             sample_due = bool(config.log.samples_every and done % config.log.samples_every == 0)
-            eval_due = bool(evaluators and config.eval.every and done % config.eval.every == 0)
-            save_due = done % config.checkpoint.every == 0 or done == config.steps or preempt.requested
+            eval_due = [ev for ev in evaluators if done % ev.every == 0]
+            # Read once: a SIGTERM arriving later in this iteration is served by the next one (it
+            # used to be seen only at the exit check, which then claimed a save that never happened).
+            stopping = preempt.requested
+            save_due = done % config.checkpoint.every == 0 or done == config.steps or stopping
             if not (phase_times or sample_due or eval_due or save_due):
                 continue
             # Synchronous from here: never save, evaluate or sample a step whose loss is unchecked.
             last, pending = complete(pending), None
             if sample_due:
                 _log_sample(logger, tok, done, host, rollout, batcher)
-            if eval_due:
-                for ev in evaluators:
-                    last.update(ev(state.params))
+            for name, value in evaluate_all(eval_due, state.params, state.teacher_params).items():
+                last[f"eval/{name}"] = value
             record(done, last)
             if save_due:
                 ckpt.save(done, state, {"data": batcher.get_state(), "step": done})
             clock["last"] = time.perf_counter()  # evaluation and saving are not step time
-            if preempt.requested:
+            if stopping:
                 _say(f"SIGTERM: saved checkpoint at step {done}; exiting")
                 ckpt.close()
                 return {"preempted": True, "step": done, **last}

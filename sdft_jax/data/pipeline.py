@@ -129,7 +129,7 @@ def bucket_length(longest: int, buckets: Sequence[int], what: str) -> int:
     raise ValueError(f"{what}: {longest} tokens exceed the largest length bucket {max(buckets)}")
 
 
-def _left_pad(rows: list[list[int]], length: int, pad: int):
+def left_pad(rows: list[list[int]], length: int, pad: int):
     tokens = np.full((len(rows), length), pad, np.int32)
     mask = np.zeros((len(rows), length), np.int32)
     for i, r in enumerate(rows):
@@ -138,7 +138,7 @@ def _left_pad(rows: list[list[int]], length: int, pad: int):
     return tokens, mask
 
 
-def _right_pad(rows: list[list[int]], length: int, pad: int):
+def right_pad(rows: list[list[int]], length: int, pad: int):
     tokens = np.full((len(rows), length), pad, np.int32)
     mask = np.zeros((len(rows), length), np.int32)
     for i, r in enumerate(rows):
@@ -200,9 +200,9 @@ class Batcher:
         pt = bucket_length(max(len(r.teacher) for r in rows), self.teacher_buckets, "teacher prompt")
         local = self.global_batch // self.process_count
         mine = rows[self.process_index * local: (self.process_index + 1) * local]
-        sp, sm = _left_pad([r.student for r in mine], ps, self.pad_id)
-        tp, tm = _left_pad([r.teacher for r in mine], pt, self.pad_id)
-        tgt, tgt_mask = _right_pad([r.target for r in mine], self.lengths.max_completion, self.pad_id)
+        sp, sm = left_pad([r.student for r in mine], ps, self.pad_id)
+        tp, tm = left_pad([r.teacher for r in mine], pt, self.pad_id)
+        tgt, tgt_mask = right_pad([r.target for r in mine], self.lengths.max_completion, self.pad_id)
         self.batch += 1
         return {"student_prompt": sp, "student_prompt_mask": sm, "teacher_prompt": tp, "teacher_prompt_mask": tm,
                 "target": tgt, "target_mask": tgt_mask,

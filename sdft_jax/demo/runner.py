@@ -65,7 +65,7 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
 
 
 def _test_rows(folder: str, data_dir: str, limit: int) -> list:
-    from sdft_jax.continual import eval_rows
+    from sdft_jax.eval.evaluators import eval_rows
     return eval_rows("demonstrations", folder, "test", "test", data_dir, limit)
 
 
