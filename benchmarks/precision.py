@@ -54,8 +54,8 @@ def main():
 
     path = args.model
     if path == "tiny":
-        from sdft_jax.tiny import build_tiny_model
-        path = build_tiny_model(os.path.join(tempfile.mkdtemp(), "tiny"))
+        from sdft_jax.model.random_checkpoint import build_random_checkpoint
+        path = build_random_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
     B, Ps, N = args.prompts, args.student_prompt, args.completion
     Pt = Ps + args.demonstration
     print(f"model={os.path.basename(path.rstrip('/'))} steps={args.steps} lr={args.lr} (constant AdamW) "

@@ -61,8 +61,8 @@ def main():
         transformer.QUERY_BLOCK = args.query_block
     path = args.model
     if path == "tiny":
-        from sdft_jax.tiny import build_tiny_model
-        path = build_tiny_model(os.path.join(tempfile.mkdtemp(), "tiny"))
+        from sdft_jax.model.random_checkpoint import build_random_checkpoint
+        path = build_random_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
     mesh = shd.make_mesh(1, -1, 1)
     model = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat)
     B, Ps, N = args.prompts, args.student_prompt, args.completion

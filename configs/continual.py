@@ -24,10 +24,12 @@ def get_config(arg=None):
     c = config_defaults.base_config()
     c.method = args.get("method", "sdft")
     model = args.get("model", "qwen2_5_0_5b")
-    if model == "tiny":
-        c.model.path, c.model.dtype = "tiny", "float32"
-        c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", path="tiny", steps=2, scorer="exact_match")),
-                    ml_collections.ConfigDict(dict(task="demonstrations", path="tiny", steps=2, scorer="exact_match"))]
+    if model == "tiny":  # configs/tiny.py's random model and toy data
+        from configs.tiny import materialize
+        c.model.path, toy = materialize(seed=0)
+        c.model.dtype = "float32"
+        c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", path=toy, steps=2, scorer="exact_match")),
+                    ml_collections.ConfigDict(dict(task="demonstrations", path=toy, steps=2, scorer="exact_match"))]
         c.batch.prompts_per_step, c.sampling.max_new_tokens = 8, 16
         c.data.max_student_prompt, c.data.max_teacher_prompt = 128, 256
         c.eval.examples, c.checkpoint.every, c.loss.chunk_size = 8, 100, 16

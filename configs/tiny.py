@@ -1,17 +1,34 @@
-"""Random tiny Qwen2 + toy demonstrations, built in the workdir: a full run in about a minute on CPU.
+"""Random tiny Qwen2 + toy demonstrations: a full run in about a minute on CPU.
 
-    python -m sdft_jax.main --config=configs/tiny.py --workdir /tmp/tiny [--config.method=sft]
+    python -m sdft_jax.main --config=configs/tiny.py[:seed=N] --workdir /tmp/tiny [--config.method=sft]
+
+The config materializes its inputs (a random checkpoint from our initializer, the byte tokenizer,
+64 toy string tasks) once per seed under $SDFT_JAX_CACHE/tiny/seedN (default ~/.cache/sdft_jax), so
+the library only ever sees real paths. The checkpoint is built in a child process: parsing a config
+must not start JAX (multi-process runs call jax.distributed.initialize after it).
 """
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
 from sdft_jax import config_defaults
 
 
 def get_config(arg=None):
+    args = config_defaults.parse_arg(arg)
+    unknown = set(args) - {"seed", "task", "method"}
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: seed, task, method")
+    seed = int(args.pop("seed", 0))
     c = config_defaults.base_config()
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg))
+    config_defaults.apply_task_and_method(c, args)
     c.steps = 6
-    c.model.path = "tiny"
+    c.seed = seed
+    c.model.path, c.data.path = materialize(seed)
     c.model.dtype = "float32"
-    c.data.path = "tiny"
     c.data.eval_split = "train"
     c.data.max_student_prompt = 128
     c.data.max_teacher_prompt = 256
@@ -25,3 +42,40 @@ def get_config(arg=None):
     c.eval.examples = 8
     c.log.samples_every = 3
     return c
+
+
+def materialize(seed: int = 0) -> tuple[str, str]:
+    """(model folder, toy data file) for `seed`, built once."""
+    root = os.path.join(config_defaults.cache_root(), "tiny", f"seed{seed}")
+    model = os.path.join(root, "model")
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        code = ("import sys; from sdft_jax.model.random_checkpoint import build_random_checkpoint; "
+                "build_random_checkpoint(sys.argv[1], seed=int(sys.argv[2]))")
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        env.pop("XLA_FLAGS", None)
+        subprocess.run([sys.executable, "-c", code, model, str(seed)], check=True, env=env)
+    return model, toy_demonstrations(os.path.join(root, "toy_train.jsonl"), seed=seed)
+
+
+def toy_demonstrations(path: str, n: int = 64, seed: int = 0) -> str:
+    """Short string-manipulation tasks with worked answers (generic demonstrations format)."""
+    if os.path.isfile(path):
+        return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    letters = "abcdefghij"
+    tmp = f"{path}.partial-{os.getpid()}"
+    with open(tmp, "w") as f:
+        for i in range(n):
+            word = "".join(rng.choice(list(letters), size=int(rng.integers(3, 7))))
+            kind = i % 3
+            if kind == 0:
+                prompt, answer = f"Reverse the word {word}.", word[::-1]
+            elif kind == 1:
+                prompt, answer = f"Uppercase the word {word}.", word.upper()
+            else:
+                prompt, answer = f"Repeat the word {word} twice.", f"{word} {word}"
+            f.write(json.dumps({"prompt": prompt, "demonstration": f"The answer is {answer}.",
+                                "answer": answer}) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.method = "sdft"  # sdft | sft
 
     c.model = ml_collections.ConfigDict(dict(
-        path="",  # local HF folder, or "tiny" (a random tiny Qwen2 built in the workdir)
+        path="",  # local HF folder
         dtype="bfloat16",  # parameter dtype
         compute_dtype="",  # "" = same as dtype
         remat="none",  # none | full | dots | dots_no_batch
@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.data = ml_collections.ConfigDict(dict(
         task="demonstrations",  # tooluse | science | medical | knowledge | demonstrations
-        path="",  # file or folder of the task's rows; "tiny" = toy demonstrations
+        path="",  # file or folder of the task's rows
         url="",  # download one public file instead of a local path (needs network)
         split="train",
         eval_split="",  # "" = no held-out evaluation
@@ -73,6 +73,11 @@ def fp32_master_weights(c: ml_collections.ConfigDict) -> None:
     updates at the paper's learning rates: on SmolLM2-135M at lr 5e-5, 50 AdamW steps changed 7.6%
     of the bf16 weights and 100% of fp32 ones (benchmarks/precision.py, docs/PERFORMANCE.md)."""
     c.model.dtype, c.model.compute_dtype = "float32", "bfloat16"
+
+
+def cache_root() -> str:
+    """Where built inputs are cached (the demo's pretrained base, configs/tiny.py's files)."""
+    return os.environ.get("SDFT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "sdft_jax"))
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:

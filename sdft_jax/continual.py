@@ -27,13 +27,6 @@ def _scorer_task(stage) -> str:
     return stage.get("scorer") or ("exact_match" if stage.task == "demonstrations" else stage.task)
 
 
-def _stage_data_path(stage, workdir: str) -> str:
-    if stage.path == "tiny":
-        from sdft_jax.tiny import toy_demonstrations
-        return toy_demonstrations(os.path.join(workdir, "tiny_data", "toy_train.jsonl"))
-    return stage.path
-
-
 def stage_workdir(workdir: str, index: int, stage) -> str:
     """Where stage `index` trains; its student is exported to <this>/export."""
     return os.path.join(workdir, f"stage{index}_{stage.task}")
@@ -47,7 +40,7 @@ def _eval_specs(config, workdir: str) -> dict[str, dict]:
         name = stage.get("name") or stage.task
         name = name if name not in specs else f"{name}#{len(specs)}"
         specs[name] = dict(type="accuracy", task=stage.task, scorer=_scorer_task(stage),
-                           path=stage.get("eval_path") or _stage_data_path(stage, workdir),
+                           path=stage.get("eval_path") or stage.path,
                            split=stage.get("eval_split") or "", fallback_split=stage.get("split", "train"),
                            batch_size=config.eval.get("batch_size", 8))
     for prior in config.eval.get("prior_tasks", []) or []:
@@ -70,9 +63,6 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not config.get("stages"):
         raise ValueError("stages: a continual run needs at least one stage")
     base_path = config.model.path
-    if base_path == "tiny":
-        from sdft_jax.tiny import build_tiny_model
-        base_path = build_tiny_model(os.path.join(workdir, "base_model"), seed=config.seed)
     specs = _eval_specs(config, workdir)
     names = list(specs)[: len(config.stages)]
     results_path = os.path.join(workdir, "results.json")
@@ -91,7 +81,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg = ml_collections.ConfigDict(config.to_dict())
         del cfg["stages"]
         cfg.model.path = previous
-        cfg.data.task, cfg.data.path = stage.task, _stage_data_path(stage, workdir)
+        cfg.data.task, cfg.data.path = stage.task, stage.path
         cfg.data.split = stage.get("split", "train")
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every

@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)  # configs/ is a package its files import from (configs.tiny), from any cwd
 DEFAULT_CONFIG = os.path.join(_REPO, "configs", "demo.py")
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file[:arg]",

@@ -36,9 +36,8 @@ def _need(cond: bool, key: str, msg: str) -> None:
 
 def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> RunSettings:
     _need(c.steps >= 1, "steps", f"must be >= 1, got {c.steps}")
-    _need(c.model.path != "", "model.path", "is required (a local Hugging Face folder, or 'tiny')")
-    if c.model.path != "tiny":
-        _need(os.path.isdir(c.model.path), "model.path", f"{c.model.path!r} is not a directory")
+    _need(c.model.path != "", "model.path", "is required (a local Hugging Face folder)")
+    _need(os.path.isdir(c.model.path), "model.path", f"{c.model.path!r} is not a directory")
     _need(c.data.path != "" or c.data.url != "", "data.path", "is required (or data.url)")
     _need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
     for key, value in (("model.compute_dtype", c.model.compute_dtype), ("teacher.ema_dtype", c.teacher.ema_dtype)):

@@ -90,22 +90,6 @@ def _process0_first(name: str, fn: Callable):
     return out if jax.process_index() == 0 else fn()
 
 
-def _model_path(config, workdir) -> str:
-    if config.model.path != "tiny":
-        return config.model.path
-    from sdft_jax.tiny import build_tiny_model
-    return _process0_first("tiny_model", lambda: build_tiny_model(os.path.join(workdir, "tiny_model"),
-                                                                  seed=config.seed))
-
-
-def _data_path(config, workdir) -> str | None:
-    if config.data.path == "tiny":
-        from sdft_jax.tiny import toy_demonstrations
-        return _process0_first("tiny_data", lambda: toy_demonstrations(
-            os.path.join(workdir, "tiny_data", "toy_train.jsonl"), seed=config.seed))
-    return config.data.path or None
-
-
 def _write_config(config, workdir) -> None:
     if jax.process_index() != 0:
         return
@@ -151,7 +135,7 @@ def _train(config, workdir: str, settings) -> dict:
     _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
          f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
 
-    model_path = _model_path(config, workdir)
+    model_path = config.model.path
     model = load_pretrained(model_path, dtype=config.model.dtype, mesh=mesh,
                             compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
                             scan_layers=config.model.scan_layers)
@@ -167,7 +151,7 @@ def _train(config, workdir: str, settings) -> dict:
          f"{model.load_seconds:.1f}s")
 
     data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
-    data_path = _data_path(config, workdir)
+    data_path = config.data.path or None
     source = _process0_first("tfds", lambda: prepare(config.data.task, data_path, data_dir, config.data.url or None))
     if config.data.split not in source:
         raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")

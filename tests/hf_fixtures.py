@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from sdft_jax.tiny import TINY_VOCAB as VOCAB  # 256 bytes + 3 specials
+from sdft_jax.model.byte_tokenizer import BYTE_VOCAB as VOCAB  # 256 bytes + 3 specials
 
 SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
@@ -50,7 +50,7 @@ def build(kind: str, path, seed: int = 0, dtype=None, **overrides) -> str:
 
 def tokenizer(save_dir: str | None = None):
     """A byte-level BPE tokenizer with Qwen's special tokens and chat template (ids < VOCAB)."""
-    from sdft_jax.tiny import byte_tokenizer
+    from sdft_jax.model.byte_tokenizer import byte_tokenizer
     return byte_tokenizer(save_dir)
 
 

@@ -19,10 +19,6 @@ from sdft_jax.demo import world
 WORLD_VERSION = 2
 
 
-def cache_root() -> str:
-    return os.environ.get("SDFT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "sdft_jax"))
-
-
 def base_key(pre: ml_collections.ConfigDict) -> str:
     blob = json.dumps({"world": WORLD_VERSION, **pre.to_dict()}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -49,14 +45,14 @@ def pretrain_config(pre: ml_collections.ConfigDict, init_path: str, corpus: str)
 def pretrained_base(pre: ml_collections.ConfigDict, say=print) -> str:
     """Path of the cached base checkpoint, pretraining it first when absent. An interrupted
     pretraining resumes from its last checkpoint (its work folder is kept until it finishes)."""
-    from sdft_jax.tiny import build_tiny_model
+    from sdft_jax.model.random_checkpoint import build_random_checkpoint
     from sdft_jax.train import run
-    final = os.path.join(cache_root(), "demo_base", base_key(pre))
+    final = os.path.join(config_defaults.cache_root(), "demo_base", base_key(pre))
     if os.path.isfile(os.path.join(final, "config.json")):
         say(f"demo base model: cached at {final}")
         return final
     work = final + ".work"
-    init = build_tiny_model(os.path.join(work, "init"), seed=pre.seed, tokenizer=world.tokenizer(),
+    init = build_random_checkpoint(os.path.join(work, "init"), seed=pre.seed, tokenizer=world.tokenizer(),
                             hidden=pre.hidden, layers=pre.layers, heads=pre.heads, kv_heads=pre.kv_heads,
                             intermediate=pre.intermediate)
     corpus = os.path.join(work, "corpus", "train.jsonl")

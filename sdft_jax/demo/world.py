@@ -146,6 +146,6 @@ def write_task_folders(root: str, seed: int, count: int, train: int, test: int) 
 
 
 def tokenizer(save_dir: str | None = None):
-    """The byte-level tokenizer of `sdft_jax.tiny` with the compact chat template."""
-    from sdft_jax.tiny import byte_tokenizer
+    """The byte-level tokenizer (sdft_jax.model.byte_tokenizer) with the compact chat template."""
+    from sdft_jax.model.byte_tokenizer import byte_tokenizer
     return byte_tokenizer(save_dir, chat_template=CHAT_TEMPLATE)
