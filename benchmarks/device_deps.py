@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import os
-import re
 import subprocess
 import sys
 
