@@ -149,7 +149,7 @@ class Suite:
             b = sdft_batch(self.tokens(B, Ps), ones(B, Ps), None, None, self.tokens(B, N), mask)
         tx = make_optimizer(OptimConfig(lr=1e-6, warmup_steps=0))
         sc = StepConfig(method=method, chunk_size=self.s["chunk"], micro_batches=micro_batches)
-        state = init_state(jax.tree.map(jnp.copy, self.params), tx, sc.teacher, 0, "float32")
+        state = init_state(jax.tree.map(jnp.copy, self.params), tx, sc.teacher_kind, 0, "float32")
         step = jax.jit(make_train_step(self.graphdef, sc, tx), donate_argnums=(0,))
         t0 = time.perf_counter()
         compiled = step.lower(state, b).compile()

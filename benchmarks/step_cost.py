@@ -85,7 +85,7 @@ def main():
 
     def state_and_step(method):
         sc = StepConfig(method=method, chunk_size=args.chunk_size)
-        state = init_state(jax.tree.map(jnp.copy, model.params), tx, sc.teacher, 0)  # the step donates it
+        state = init_state(jax.tree.map(jnp.copy, model.params), tx, sc.teacher_kind, 0)  # the step donates it
         st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
         batch = sdft if method == "sdft" else sft
         step = jit_train_step(make_train_step(graphdef, sc, tx), st_sh, {k: sh for k in batch}, shd.replicated(mesh))

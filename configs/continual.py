@@ -17,13 +17,10 @@ _shared = config_defaults.shared_data
 
 
 def get_config(arg=None):
-    args = config_defaults.parse_arg(arg)
-    unknown = set(args) - {"model", "method"}
-    if unknown:
-        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: model, method")
+    args = config_defaults.parse_arg(arg, model="qwen2_5_0_5b", method="sdft")
     c = config_defaults.base_config()
-    c.method = args.get("method", "sdft")
-    model = args.get("model", "qwen2_5_0_5b")
+    c.program = "continual"
+    c.method, model = args.method, args.model
     if model == "tiny":  # configs/tiny.py's random model and toy data
         from configs.tiny import materialize
         c.model.path, toy = materialize(seed=0)

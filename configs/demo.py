@@ -14,14 +14,11 @@ from sdft_jax import config_defaults
 
 
 def get_config(arg=None):
-    args = config_defaults.parse_arg(arg)
-    unknown = set(args) - {"size"}
-    if unknown:
-        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: size (full | small)")
-    size = args.get("size", "full")
+    size = config_defaults.parse_arg(arg, size="full").size
     if size not in ("full", "small"):
         raise ValueError(f"size={size!r}; expected full or small")
     c = ml_collections.ConfigDict()
+    c.program = "demo"
     c.seed = 0  # the new tasks' rules and words, data order, sampling
     c.demo = ml_collections.ConfigDict(dict(
         num_tasks=3,

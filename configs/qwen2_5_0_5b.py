@@ -13,7 +13,7 @@ def get_config(arg=None):
     # tokens, benchmarks/memory.py) do not fit next to the 7.4 GiB of arguments; with `full`: 11.0 GiB.
     c.model.remat = "full"
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
     c.steps = 50
     c.batch.prompts_per_step = 8
     c.data.max_student_prompt = 1024

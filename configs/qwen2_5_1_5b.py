@@ -12,7 +12,7 @@ def get_config(arg=None):
     c.model.remat = "dots_no_batch"
     config_defaults.fp32_master_weights(c)
     c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
     c.steps = 200
     c.batch.prompts_per_step = 32
     c.batch.micro_batches = 4

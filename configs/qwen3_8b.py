@@ -14,7 +14,7 @@ def get_config(arg=None):
     config_defaults.fp32_master_weights(c)
     c.batch.micro_batches = 8
     c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
     c.steps = 200
     c.batch.prompts_per_step = 32
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1

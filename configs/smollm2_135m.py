@@ -11,7 +11,7 @@ def get_config(arg=None):
     c.model.path = config_defaults.real_model_path("smollm2-135m-instruct")
     c.model.dtype = "float32"
     c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg), config_defaults.SHARED_TASKS)
+    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
     c.steps = 50
     c.batch.prompts_per_step = 8
     c.data.max_student_prompt = 512

@@ -18,11 +18,8 @@ from sdft_jax import config_defaults
 
 
 def get_config(arg=None):
-    args = config_defaults.parse_arg(arg)
-    unknown = set(args) - {"seed", "task", "method"}
-    if unknown:
-        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: seed, task, method")
-    seed = int(args.pop("seed", 0))
+    args = config_defaults.parse_arg(arg, seed=0, task="", method="")
+    seed = args.seed
     c = config_defaults.base_config()
     config_defaults.apply_task_and_method(c, args)
     c.steps = 6

@@ -19,6 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.steps = 100
     c.seed = 0
     c.method = "sdft"  # sdft | sft
+    c.program = "train"  # train | continual (config.stages) | demo: which program main runs
 
     c.model = ml_collections.ConfigDict(dict(
         path="",  # local HF folder
@@ -80,26 +81,30 @@ def cache_root() -> str:
     return os.environ.get("SDFT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "sdft_jax"))
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-    """`task=tooluse,method=sft` -> {"task": "tooluse", "method": "sft"} (big_vision style)."""
-    out = {}
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """`task=tooluse,seed=1` -> ConfigDict(task="tooluse", seed=1) over `defaults` (big_vision style):
+    each value takes its default's type; an unknown key names the known ones. The one place a
+    config's `:ARG` is checked."""
+    out = ml_collections.ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):
         if "=" not in item:
             raise ValueError(f"config argument {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k not in defaults:
+            raise ValueError(f"unknown config argument {k!r}; known: {', '.join(sorted(defaults))}")
+        kind = type(defaults[k])
+        try:
+            out[k] = v.lower() in ("1", "true", "yes") if kind is bool else kind(v)
+        except ValueError:
+            raise ValueError(f"config argument {k}={v!r} must be of type {kind.__name__}") from None
     return out
 
 
-def apply_task_and_method(c: ml_collections.ConfigDict, args: dict[str, str],
-                          task_paths: dict[str, str] | None = None) -> ml_collections.ConfigDict:
-    """Common `:task=...,method=...` handling for the model configs."""
-    unknown = set(args) - {"task", "method"}
-    if unknown:
-        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: task, method")
-    if "method" in args:
+def apply_task_and_method(c: ml_collections.ConfigDict, args, task_paths: dict[str, str] | None = None):
+    """Common `:task=...,method=...` handling for the model configs ('' = keep the config's)."""
+    if args.get("method"):
         c.method = args["method"]
-    if "task" in args:
+    if args.get("task"):
         c.data.task = args["task"]
         if task_paths and args["task"] in task_paths:
             c.data.path = task_paths[args["task"]]

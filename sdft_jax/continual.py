@@ -80,6 +80,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
             continue
         cfg = ml_collections.ConfigDict(config.to_dict())
         del cfg["stages"]
+        cfg.program = "train"
         cfg.model.path = previous
         cfg.data.task, cfg.data.path = stage.task, stage.path
         cfg.data.split = stage.get("split", "train")

@@ -64,19 +64,22 @@ def main(argv) -> int:
     from sdft_jax.workdir_lock import WorkdirBusy
     try:
         config = _CONFIG.value
-        config.get("demo")  # a config file that failed to load raises here
+        config.get("program")  # a config file that failed to load raises here
     except OSError as e:
         print(f"error: {_flag_error(e)}", file=sys.stderr)
         return 2
     try:
-        if config.get("demo"):
+        program = config.get("program", "train")
+        if program == "demo":
             from sdft_jax.demo.runner import run_demo
             run_demo(config, _WORKDIR.value or "runs/demo")
-        elif config.get("stages"):
+        elif program == "continual":
             from sdft_jax.continual import run_continual
             run_continual(config, _WORKDIR.value or "runs/default")
-        else:
+        elif program == "train":
             run(config, _WORKDIR.value or "runs/default")
+        else:
+            raise ConfigError(f"program={program!r}; expected train, continual or demo")
     except (ConfigError, TrainingDiverged, WorkdirBusy, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

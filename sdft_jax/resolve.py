@@ -48,10 +48,10 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
         raise ConfigError(str(e)) from None
     try:
         step = StepConfig(
-            method=c.method, kind=c.loss.kind, beta=c.loss.beta, top_k=c.loss.top_k,
+            method=c.method, loss_kind=c.loss.kind, beta=c.loss.beta, top_k=c.loss.top_k,
             top_k_support=c.loss.top_k_support, temperature=c.loss.temperature,
             skip_first_tokens=c.loss.skip_first_tokens, aggregation=c.loss.aggregation,
-            chunk_size=c.loss.chunk_size, teacher=c.teacher.kind, ema_alpha=c.teacher.ema_alpha,
+            chunk_size=c.loss.chunk_size, teacher_kind=c.teacher.kind, ema_alpha=c.teacher.ema_alpha,
             importance_correction=c.loss.importance_correction, importance_cap=c.loss.importance_cap,
             micro_batches=c.batch.micro_batches)
         sampling = SamplingConfig(max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature,

@@ -164,8 +164,8 @@ def _train(config, workdir: str, settings) -> dict:
                       process_count=jax.process_count())
 
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
-    ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher == "ema" else None
-    state = init_state(model.params, tx, settings.step.teacher, config.seed, ema_dtype)
+    ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher_kind == "ema" else None
+    state = init_state(model.params, tx, settings.step.teacher_kind, config.seed, ema_dtype)
     st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
     state = jax.device_put(state, st_sh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, say=_say)

@@ -28,7 +28,7 @@ METHODS = ("sdft", "sft")
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     method: str = "sdft"
-    kind: str = "forward_kl"  # forward_kl | reverse_kl | jsd | sampled_token
+    loss_kind: str = "forward_kl"  # forward_kl | reverse_kl | jsd | sampled_token
     beta: float = 0.5
     top_k: int = 0  # 0 = full vocabulary
     top_k_support: str = "teacher"
@@ -36,7 +36,7 @@ class StepConfig:
     skip_first_tokens: int = 3
     aggregation: str = "sequence_mean"
     chunk_size: int = 256
-    teacher: str = "ema"  # ema | frozen | live
+    teacher_kind: str = "ema"  # ema | frozen | live
     ema_alpha: float = 0.01
     importance_correction: bool = False
     importance_cap: float = 2.0
@@ -45,10 +45,10 @@ class StepConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
-        if self.kind not in losses.KINDS + ("sampled_token",):
-            raise ValueError(f"loss.kind={self.kind!r}; expected one of {losses.KINDS + ('sampled_token',)}")
-        if self.teacher not in TEACHER_KINDS:
-            raise ValueError(f"teacher.kind={self.teacher!r}; expected one of {TEACHER_KINDS}")
+        if self.loss_kind not in losses.KINDS + ("sampled_token",):
+            raise ValueError(f"loss.kind={self.loss_kind!r}; expected one of {losses.KINDS + ('sampled_token',)}")
+        if self.teacher_kind not in TEACHER_KINDS:
+            raise ValueError(f"teacher.kind={self.teacher_kind!r}; expected one of {TEACHER_KINDS}")
         if self.aggregation not in losses.AGGREGATIONS:
             raise ValueError(f"loss.aggregation={self.aggregation!r}; expected one of {losses.AGGREGATIONS}")
         if not 0.0 < self.ema_alpha <= 1.0:
@@ -76,13 +76,13 @@ def _micro_loss(params, teacher_params, mb, graphdef, sc: StepConfig, normalizer
             _completion_hidden(teacher, mb["teacher_tokens"], mb["teacher_mask"], n))
         t_head = jax.lax.stop_gradient(teacher.head_weights())
     stats = losses.chunked_token_stats(
-        s_hidden, student.head_weights(), targets, t_hidden, t_head, chunk_size=sc.chunk_size, kind=sc.kind,
+        s_hidden, student.head_weights(), targets, t_hidden, t_head, chunk_size=sc.chunk_size, kind=sc.loss_kind,
         beta=sc.beta, top_k=sc.top_k or None, top_k_support=sc.top_k_support, temperature=sc.temperature)
 
     cmask = mb["completion_mask"].astype(jnp.float32)
     if sc.method == "sft":
         per_token, lmask = -stats["student_logp"], cmask
-    elif sc.kind == "sampled_token":
+    elif sc.loss_kind == "sampled_token":
         per_token = losses.sampled_token_loss(stats["student_logp"], stats["teacher_logp"])
         lmask = losses.loss_mask(cmask, sc.skip_first_tokens)
     else:
@@ -127,7 +127,7 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         params = state.params
-        teacher_params = params if sc.teacher == "live" else state.teacher_params
+        teacher_params = params if sc.teacher_kind == "live" else state.teacher_params
         normalizer = _global_normalizer(batch, sc)
         grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
         B = batch["completion_mask"].shape[0]
@@ -155,7 +155,7 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
 
         updates, opt_state = tx.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        if sc.teacher == "ema":
+        if sc.teacher_kind == "ema":
             a = sc.ema_alpha
             new_teacher = jax.tree.map(
                 lambda t, p: (a * p.astype(jnp.float32) + (1 - a) * t.astype(jnp.float32)).astype(t.dtype),

@@ -26,7 +26,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     if not os.path.isdir(c.model.path):  # real checkpoints are not here: point at any folder to validate the rest
         c.model.path = str(tmp_path)
     settings = resolve(c, num_devices=4)  # e.g. a TPU v5p-8 (4 chips)
-    assert settings.step.kind == "forward_kl" and settings.step.teacher == "ema"
+    assert settings.step.loss_kind == "forward_kl" and settings.step.teacher_kind == "ema"
     assert c.loss.skip_first_tokens == 3 and c.teacher.ema_alpha == 0.01
 
 
@@ -50,11 +50,14 @@ def test_bad_config_values_name_the_key(override, message):
 
 def test_config_arg_selects_task_and_method():
     c = config_defaults.base_config()
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg("task=science,method=sft"),
-                                          config_defaults.SHARED_TASKS)
+    args = config_defaults.parse_arg("task=science,method=sft", task="", method="")
+    config_defaults.apply_task_and_method(c, args, config_defaults.SHARED_TASKS)
     assert (c.data.task, c.method, c.data.path) == ("science", "sft", config_defaults.SHARED_TASKS["science"])
-    with pytest.raises(ValueError, match="unknown config argument"):
-        config_defaults.apply_task_and_method(c, {"foo": "1"})
+    with pytest.raises(ValueError, match="unknown config argument 'foo'; known: method, task"):
+        config_defaults.parse_arg("foo=1", task="", method="")
+    assert config_defaults.parse_arg("seed=3", seed=0).seed == 3  # typed like its default
+    with pytest.raises(ValueError, match="seed='x' must be of type int"):
+        config_defaults.parse_arg("seed=x", seed=0)
 
 
 def test_paper_code_teacher_template_is_the_released_trainers_string():

@@ -39,7 +39,7 @@ def _setup(path, sc, lr=1e-3, mesh=None, warmup=0, sgd=False):
     (Adam's first step is ~lr*sign(g) and amplifies rounding in near-zero gradients)."""
     model = load_pretrained(path, dtype="float32", mesh=mesh)
     tx = optax.sgd(lr) if sgd else make_optimizer(OptimConfig(lr=lr, warmup_steps=warmup, total_steps=100))
-    state = init_state(model.params, tx, sc.teacher, seed=0)
+    state = init_state(model.params, tx, sc.teacher_kind, seed=0)
     return model, tx, state
 
 
@@ -50,7 +50,7 @@ def _copy(tree):
 def test_ema_teacher_update_is_exact_and_frozen_teacher_is_untouched(tiny_qwen2):
     batch = _batch()
     for teacher in ("ema", "frozen"):
-        sc = StepConfig(teacher=teacher, ema_alpha=0.25)
+        sc = StepConfig(teacher_kind=teacher, ema_alpha=0.25)
         model, tx, state = _setup(tiny_qwen2, sc, warmup=1)
         initial = _copy(state.teacher_params)
         step = jit_train_step(make_train_step(model.graphdef, sc, tx))
@@ -71,7 +71,7 @@ def test_ema_teacher_update_is_exact_and_frozen_teacher_is_untouched(tiny_qwen2)
 def test_float32_teacher_of_a_bfloat16_model_keeps_the_exact_ema(tiny_qwen2):
     """teacher.ema_dtype=float32: the stored teacher is the fp32 EMA of the bf16 student, exactly;
     the bf16 teacher under the same updates rounds almost every EMA increment away."""
-    sc = StepConfig(teacher="ema", ema_alpha=0.01)
+    sc = StepConfig(teacher_kind="ema", ema_alpha=0.01)
     model = load_pretrained(tiny_qwen2, dtype="bfloat16")
     tx = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, total_steps=100))
     step = jit_train_step(make_train_step(model.graphdef, sc, tx))
@@ -103,7 +103,7 @@ def test_float32_teacher_of_a_bfloat16_model_keeps_the_exact_ema(tiny_qwen2):
 
 def test_live_teacher_differentiates_only_through_the_student(tiny_qwen3):
     """Gradient of the step == gradient of the student loss with teacher logits fed as constants."""
-    sc = StepConfig(teacher="live", skip_first_tokens=2)
+    sc = StepConfig(teacher_kind="live", skip_first_tokens=2)
     model, _, state = _setup(tiny_qwen3, sc)
     batch = _batch(seed=1)
     n = batch["completion_mask"].shape[1]
@@ -196,7 +196,7 @@ def test_no_recompilation_after_first_step(tiny_qwen2):
 
 @pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
 def test_sdft_steps_reduce_the_divergence(tiny_qwen2, kind):
-    sc = StepConfig(kind=kind, teacher="frozen", skip_first_tokens=0)
+    sc = StepConfig(loss_kind=kind, teacher_kind="frozen", skip_first_tokens=0)
     model, tx, state = _setup(tiny_qwen2, sc, lr=3e-3)
     step = jit_train_step(make_train_step(model.graphdef, sc, tx))
     batch = _batch(seed=5)

@@ -42,6 +42,7 @@ def _check_workdir(config, workdir: str) -> None:
 def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], prior_root: str):
     """The continual runner's config for one method: same base, data, steps and optimizer."""
     c = config_defaults.base_config()
+    c.program = "continual"
     c.method, c.seed, c.steps = method, config.seed, 1
     c.model.path, c.model.dtype = "", "float32"
     c.data.teacher_template = world.TEACHER_TEMPLATE
