@@ -15,28 +15,9 @@ from jax.sharding import Mesh
 
 from sdft_jax import sharding as shd
 from sdft_jax.model import hf_io
+from sdft_jax.model import params as param_specs
 from sdft_jax.model.config import ModelConfig, read_hf_config
 from sdft_jax.model.transformer import Transformer
-
-_LAYER_AXES = {
-    "attn_norm": ("layers", "norm"),
-    "q": ("layers", "embed", "q_heads"),
-    "k": ("layers", "embed", "kv_heads"),
-    "v": ("layers", "embed", "kv_heads"),
-    "o": ("layers", "q_heads", "embed"),
-    "q_bias": ("layers", "q_heads"),
-    "k_bias": ("layers", "kv_heads"),
-    "v_bias": ("layers", "kv_heads"),
-    "o_bias": ("layers", "norm"),
-    "q_norm": ("layers", "norm"),
-    "k_norm": ("layers", "norm"),
-    "mlp_norm": ("layers", "norm"),
-    "gate": ("layers", "embed", "mlp"),
-    "up": ("layers", "embed", "mlp"),
-    "down": ("layers", "mlp", "embed"),
-}
-_TOP_AXES = {"embed": ("vocab", "embed"), "final_norm": ("norm",), "lm_head": ("embed", "vocab")}
-
 
 def abstract_model(cfg: ModelConfig):
     """(graphdef, params dict of ShapeDtypeStruct) without allocating anything."""
@@ -46,9 +27,9 @@ def abstract_model(cfg: ModelConfig):
 
 
 def param_logical_axes(params: dict) -> dict:
-    """Logical-axis tuple for every leaf of a params dict (same structure)."""
-    out = {k: _TOP_AXES[k] for k in params if k != "layers"}
-    out["layers"] = {k: _LAYER_AXES[k] for k in params["layers"]}
+    """Logical-axis tuple for every leaf of a params dict (same structure), from model/params.py."""
+    out = {k: param_specs.logical_axes((k,)) for k in params if k != "layers"}
+    out["layers"] = {k: param_specs.logical_axes(("layers", k)) for k in params["layers"]}
     return out
 
 

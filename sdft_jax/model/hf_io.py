@@ -17,31 +17,9 @@ import numpy as np
 from jax.sharding import Sharding
 
 from sdft_jax.model.config import ModelConfig
+from sdft_jax.model.params import hf_names
 from sdft_jax.model.safetensors_io import SafetensorsFolder, write_safetensors
 
-# our layer key -> (HF name inside model.layers.{i}., stored transposed in our layout)
-LAYER_KEYS = {
-    "attn_norm": ("input_layernorm.weight", False),
-    "q": ("self_attn.q_proj.weight", True),
-    "k": ("self_attn.k_proj.weight", True),
-    "v": ("self_attn.v_proj.weight", True),
-    "o": ("self_attn.o_proj.weight", True),
-    "q_bias": ("self_attn.q_proj.bias", False),
-    "k_bias": ("self_attn.k_proj.bias", False),
-    "v_bias": ("self_attn.v_proj.bias", False),
-    "o_bias": ("self_attn.o_proj.bias", False),
-    "q_norm": ("self_attn.q_norm.weight", False),
-    "k_norm": ("self_attn.k_norm.weight", False),
-    "mlp_norm": ("post_attention_layernorm.weight", False),
-    "gate": ("mlp.gate_proj.weight", True),
-    "up": ("mlp.up_proj.weight", True),
-    "down": ("mlp.down_proj.weight", True),
-}
-TOP_KEYS = {
-    "embed": ("model.embed_tokens.weight", False),
-    "final_norm": ("model.norm.weight", False),
-    "lm_head": ("lm_head.weight", True),
-}
 # Buffers some old checkpoints carry; they hold nothing we need.
 IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -51,14 +29,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 class CheckpointMismatchError(ValueError):
     """Missing, unexpected or mis-shaped tensors; the message lists every culprit."""
-
-
-def hf_names(path: tuple[str, ...], num_layers: int) -> list[tuple[str, bool]]:
-    """(HF tensor name, transposed) for each slice of one of our leaves (one per layer if stacked)."""
-    if path[0] == "layers":
-        name, transposed = LAYER_KEYS[path[1]]
-        return [(f"model.layers.{i}.{name}", transposed) for i in range(num_layers)]
-    return [TOP_KEYS[path[0]]]
 
 
 def _flat(params) -> dict[tuple[str, ...], object]:

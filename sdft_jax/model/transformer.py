@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sdft_jax.model import rope
+from sdft_jax.model import params, rope
 from sdft_jax.model.config import ModelConfig
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked pad rows stay NaN-free
@@ -35,42 +35,31 @@ def _normal(rngs, shape, dtype, std=0.02):
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 
 
+def _make(spec, cfg: ModelConfig, rngs: nnx.Rngs, stacked: bool) -> nnx.Param:
+    shape = ((cfg.num_layers,) if stacked else ()) + spec.shape(cfg)
+    dt = jnp.dtype(cfg.param_dtype)
+    if spec.init == "normal":
+        return nnx.Param(_normal(rngs, shape, dt))
+    return nnx.Param((jnp.ones if spec.init == "ones" else jnp.zeros)(shape, dt))
+
+
 class DecoderLayers(nnx.Module):
-    """All decoder layers' parameters, stacked on axis 0."""
+    """All decoder layers' parameters (params.LAYER), stacked on axis 0."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        L, D, F, H = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-        NH, KH = cfg.num_heads * H, cfg.num_kv_heads * H
-        dt = jnp.dtype(cfg.param_dtype)
-        self.attn_norm = nnx.Param(jnp.ones((L, D), dt))
-        self.q = nnx.Param(_normal(rngs, (L, D, NH), dt))
-        self.k = nnx.Param(_normal(rngs, (L, D, KH), dt))
-        self.v = nnx.Param(_normal(rngs, (L, D, KH), dt))
-        self.o = nnx.Param(_normal(rngs, (L, NH, D), dt))
-        if cfg.qkv_bias:
-            self.q_bias = nnx.Param(jnp.zeros((L, NH), dt))
-            self.k_bias = nnx.Param(jnp.zeros((L, KH), dt))
-            self.v_bias = nnx.Param(jnp.zeros((L, KH), dt))
-        if cfg.o_bias:
-            self.o_bias = nnx.Param(jnp.zeros((L, D), dt))
-        if cfg.qk_norm:
-            self.q_norm = nnx.Param(jnp.ones((L, H), dt))
-            self.k_norm = nnx.Param(jnp.ones((L, H), dt))
-        self.mlp_norm = nnx.Param(jnp.ones((L, D), dt))
-        self.gate = nnx.Param(_normal(rngs, (L, D, F), dt))
-        self.up = nnx.Param(_normal(rngs, (L, D, F), dt))
-        self.down = nnx.Param(_normal(rngs, (L, F, D), dt))
+        for name, spec in params.LAYER.items():
+            if spec.present(cfg):
+                setattr(self, name, _make(spec, cfg, rngs, stacked=True))
 
 
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        dt = jnp.dtype(cfg.param_dtype)
-        self.embed = nnx.Param(_normal(rngs, (cfg.vocab_size, cfg.hidden_size), dt))
+        self.embed = _make(params.TOP["embed"], cfg, rngs, stacked=False)
         self.layers = DecoderLayers(cfg, rngs)
-        self.final_norm = nnx.Param(jnp.ones((cfg.hidden_size,), dt))
-        if not cfg.tie_word_embeddings:
-            self.lm_head = nnx.Param(_normal(rngs, (cfg.hidden_size, cfg.vocab_size), dt))
+        self.final_norm = _make(params.TOP["final_norm"], cfg, rngs, stacked=False)
+        if params.TOP["lm_head"].present(cfg):
+            self.lm_head = _make(params.TOP["lm_head"], cfg, rngs, stacked=False)
 
     # ---- pieces the SDFT loss uses separately (LM head applied per chunk of positions)
     def head_weights(self) -> jnp.ndarray:
@@ -109,33 +98,25 @@ class Transformer(nnx.Module):
             layer_fn = jax.checkpoint(layer_fn, policy=REMAT[cfg.remat])
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
 
-        if cache is None:
-            def body(h, p):
-                h, _ = layer_fn(p, h, None)
-                return h, None
-            if cfg.scan_layers:
-                x, _ = jax.lax.scan(body, x, layer_params)
-            else:
-                for i in range(cfg.num_layers):
-                    x, _ = body(x, jax.tree.map(lambda a: a[i], layer_params))
-            new_cache = None
+        # One layer body for every form: with a cache it reads and writes layer i's keys/values.
+        def body(carry, inputs):
+            h_BxTxD, ck, cv = carry
+            p, i = inputs
+            kv = None if cache is None else (ck[i], cv[i], cache["index"])
+            h_BxTxD, new_kv = layer_fn(p, h_BxTxD, kv)
+            if cache is not None:
+                ck = jax.lax.dynamic_update_index_in_dim(ck, new_kv[0], i, 0)
+                cv = jax.lax.dynamic_update_index_in_dim(cv, new_kv[1], i, 0)
+            return (h_BxTxD, ck, cv), None
+
+        carry = (x, None, None) if cache is None else (x, cache["k"], cache["v"])
+        if cfg.scan_layers:
+            carry, _ = jax.lax.scan(body, carry, (layer_params, jnp.arange(cfg.num_layers)))
         else:
-            def body(carry, inputs):
-                h, ck, cv = carry
-                p, i = inputs
-                kv = (ck[i], cv[i], cache["index"])
-                h, (k_i, v_i) = layer_fn(p, h, kv)
-                ck = jax.lax.dynamic_update_index_in_dim(ck, k_i, i, 0)
-                cv = jax.lax.dynamic_update_index_in_dim(cv, v_i, i, 0)
-                return (h, ck, cv), None
-            carry = (x, cache["k"], cache["v"])
-            if cfg.scan_layers:
-                carry, _ = jax.lax.scan(body, carry, (layer_params, jnp.arange(cfg.num_layers)))
-            else:
-                for i in range(cfg.num_layers):
-                    carry, _ = body(carry, (jax.tree.map(lambda a: a[i], layer_params), i))
-            x, ck, cv = carry
-            new_cache = {"k": ck, "v": cv, "index": cache["index"] + T}
+            for i in range(cfg.num_layers):
+                carry, _ = body(carry, (jax.tree.map(lambda a: a[i], layer_params), i))
+        x, ck, cv = carry
+        new_cache = None if cache is None else {"k": ck, "v": cv, "index": cache["index"] + T}
         h = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         return h, new_cache
 
@@ -166,33 +147,34 @@ def _dense(x, w, b=None):
     return y if b is None else y + b.astype(x.dtype)
 
 
-def _decoder_layer(cfg: ModelConfig, p: dict, x, kv, *, sin, cos, mask):
-    """One pre-norm decoder layer. kv = (cache_k [B,S,K,H], cache_v, write index) or None."""
-    B, T, _ = x.shape
+def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
+    """One pre-norm decoder layer. kv = (cache_k [B,S,K,H], cache_v, write index) or None.
+    Shape letters: B batch, T query positions, S key slots, D model width, N query heads,
+    K key/value heads, H head dim, F MLP width."""
+    B, T, _ = x_BxTxD.shape
     H, N, K = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-    h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-    q = _dense(h, p["q"], p.get("q_bias")).reshape(B, T, N, H)
-    k = _dense(h, p["k"], p.get("k_bias")).reshape(B, T, K, H)
-    v = _dense(h, p["v"], p.get("v_bias")).reshape(B, T, K, H)
+    h_BxTxD = rms_norm(x_BxTxD, p["attn_norm"], cfg.rms_norm_eps)
+    q_BxTxNxH = _dense(h_BxTxD, p["q"], p.get("q_bias")).reshape(B, T, N, H)
+    k_BxTxKxH = _dense(h_BxTxD, p["k"], p.get("k_bias")).reshape(B, T, K, H)
+    v_BxTxKxH = _dense(h_BxTxD, p["v"], p.get("v_bias")).reshape(B, T, K, H)
     if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
-        k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
-    q = rope.apply_rope(q, sin, cos)
-    k = rope.apply_rope(k, sin, cos)
-    new_kv = None
-    if kv is not None:
+        q_BxTxNxH = rms_norm(q_BxTxNxH, p["q_norm"], cfg.rms_norm_eps)
+        k_BxTxKxH = rms_norm(k_BxTxKxH, p["k_norm"], cfg.rms_norm_eps)
+    q_BxTxNxH = rope.apply_rope(q_BxTxNxH, sin, cos)
+    k_BxSxKxH = rope.apply_rope(k_BxTxKxH, sin, cos)  # S = T without a cache
+    v_BxSxKxH, new_kv = v_BxTxKxH, None
+    if kv is not None:  # write this step's keys/values into the cache, attend over all its slots
         cache_k, cache_v, index = kv
-        k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, axis=1)
-        new_kv = (k, v)
+        k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxSxKxH.astype(cache_k.dtype), index, axis=1)
+        v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxSxKxH.astype(cache_v.dtype), index, axis=1)
+        new_kv = (k_BxSxKxH, v_BxSxKxH)
     # Without a cache query slot i attends to key slots <= i only: skip the masked triangle.
     attend = causal_block_attention if kv is None else _attention
-    attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg)
-    x = x + _dense(attn.reshape(B, T, N * H), p["o"], p.get("o_bias"))
-    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    mlp = jax.nn.silu(_dense(h, p["gate"])) * _dense(h, p["up"])
-    x = x + _dense(mlp, p["down"])
-    return x, new_kv
+    attn_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype), mask, cfg)
+    x_BxTxD = x_BxTxD + _dense(attn_BxTxNxH.reshape(B, T, N * H), p["o"], p.get("o_bias"))
+    h_BxTxD = rms_norm(x_BxTxD, p["mlp_norm"], cfg.rms_norm_eps)
+    mlp_BxTxF = jax.nn.silu(_dense(h_BxTxD, p["gate"])) * _dense(h_BxTxD, p["up"])
+    return x_BxTxD + _dense(mlp_BxTxF, p["down"]), new_kv
 
 
 QUERY_BLOCK = 256
@@ -212,14 +194,14 @@ def causal_block_attention(q, k, v, mask, cfg: ModelConfig, block: int | None = 
     return jnp.concatenate(outs, axis=1)
 
 
-def _attention(q, k, v, mask, cfg: ModelConfig):
-    """Grouped-query attention. q [B,T,N,H]; k, v [B,S,K,H]; mask [B,T,S] bool."""
-    B, T, N, H = q.shape
-    K = k.shape[2]
-    q = q.reshape(B, T, K, N // K, H)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (H ** -0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-    return out.reshape(B, T, N, H)
+def _attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, cfg: ModelConfig):
+    """Grouped-query attention: the N query heads form K groups of G = N // K sharing one key/value head."""
+    B, T, N, H = q_BxTxNxH.shape
+    K = k_BxSxKxH.shape[2]
+    q_BxTxKxGxH = q_BxTxNxH.reshape(B, T, K, N // K, H)
+    scores_BxKxGxTxS = jnp.einsum("btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32)
+    scores_BxKxGxTxS = scores_BxKxGxTxS * (H ** -0.5)
+    scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None, :, :], scores_BxKxGxTxS, _MASK_VALUE)
+    probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
+    out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxSxKxH)
+    return out_BxTxKxGxH.reshape(B, T, N, H)
