@@ -29,6 +29,9 @@ class SamplingConfig:
     top_p: float = 1.0  # 1 = off
     stop_ids: tuple[int, ...] = ()
     pad_id: int = 0
+    # The decode loop is split into up to this many chunks of >= 64 steps, each attending to the
+    # cache slots filled by its end only (1 = every step reads the whole P + N buffer).
+    decode_chunks: int = 8
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -39,6 +42,8 @@ class SamplingConfig:
             raise ValueError(f"sampling.top_p={self.top_p} must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError(f"sampling.top_k={self.top_k} must be >= 0")
+        if self.decode_chunks < 1:
+            raise ValueError(f"sampling.decode_chunks={self.decode_chunks} must be >= 1")
 
     @property
     def greedy(self) -> bool:
@@ -125,15 +130,12 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
         if return_logits:
             state["logits"] = jnp.zeros((B, N, logits.shape[-1]), jnp.float32).at[:, 0].set(logits)
 
-        def cond(s):
-            return (s["i"] < N) & ~jnp.all(s["done"])
-
-        def body(s):
+        def body(s, kv_len):
             i = s["i"]
             last = s["tokens"][:, i - 1]
             kv_mask = s["kv_mask"].at[:, P + i - 1].set(1)
             pos = (next_pos + i - 1)[:, None]
-            h, cache = model.hidden_states(last[:, None], pos, kv_mask, s["cache"])
+            h, cache = model.hidden_states(last[:, None], pos, kv_mask, s["cache"], kv_len=kv_len)
             logits = model.logits(h[:, 0])
             tok, slp, mlp = _choose(logits, jax.random.fold_in(key, i), sc)
             live = ~s["done"]
@@ -149,7 +151,10 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
                 out["logits"] = s["logits"].at[:, i].set(logits)
             return out
 
-        s = jax.lax.while_loop(cond, body, state)
+        s = state
+        for end in decode_chunk_ends(N, sc.decode_chunks):  # steps [previous end, end) read P + end slots
+            s = jax.lax.while_loop(lambda s, end=end: (s["i"] < end) & ~jnp.all(s["done"]),
+                                   functools.partial(body, kv_len=P + end), s)
         mask = s["alive"]
         rollout = Rollout(tokens=jnp.where(mask == 1, s["tokens"], sc.pad_id), mask=mask,
                           logprobs=s["slp"] * mask, model_logprobs=s["mlp"] * mask,
@@ -157,6 +162,12 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
         return (rollout, s["logits"]) if return_logits else rollout
 
     return jax.jit(generate)
+
+
+def decode_chunk_ends(n: int, chunks: int, smallest: int = 64) -> list[int]:
+    """Ends of the decode chunks over steps 1..n-1: equal chunks of at least `smallest` steps."""
+    size = max(smallest, -(-n // chunks))
+    return list(range(size, n, size)) + [n]
 
 
 def pad_to_bucket(sequences: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int = 0,

@@ -176,3 +176,27 @@ def test_length_bucket_ladder():
         assert all(b % 32 == 0 and b2 > b for b, b2 in zip(ladder, ladder[1:]))
     with pytest.raises(ValueError, match="growth 1.0 must be in"):
         default_buckets(128, growth=1.0)
+
+
+def test_chunked_decode_reads_only_filled_slots_and_equals_the_full_forward(tiny_qwen3):
+    """140 new tokens in 3 chunks (64, 128, 140): each chunk attends to the slots filled by its end.
+    Logits equal an independent full forward pass over prompt + completion, and the tokens equal
+    decoding over the whole buffer (decode_chunks=1)."""
+    from sdft_jax.sampler import decode_chunk_ends
+    model = load_pretrained(tiny_qwen3, dtype="float32")
+    tokens, mask = hf.left_padded_batch(seed=3, batch=2, length=10)
+    chunked = SamplingConfig(max_new_tokens=140, temperature=1.0, decode_chunks=8)
+    assert decode_chunk_ends(140, 8) == [64, 128, 140]
+    rollout, logits = _run(model, chunked, tokens, mask, return_logits=True)
+    live = np.asarray(rollout.mask).astype(bool)
+    assert live.sum() == 2 * 140  # no stop token: every step decoded
+    full = _full_forward_logits(model, tokens, mask, rollout)
+    assert float(np.abs(np.asarray(logits) - full)[live].max()) < 1e-4
+    whole = _run(model, SamplingConfig(max_new_tokens=140, temperature=1.0, decode_chunks=1), tokens, mask)
+    np.testing.assert_array_equal(np.asarray(rollout.tokens), np.asarray(whole.tokens))
+
+    def loops(sc):
+        return make_generate(model.graphdef, model.config, sc).lower(
+            model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0)).as_text().count("stablehlo.while")
+    whole_sc = SamplingConfig(max_new_tokens=140, temperature=1.0, decode_chunks=1)
+    assert loops(chunked) - loops(whole_sc) == 2 * 2  # 2 more decode loops, each with its layer scan
