@@ -8,7 +8,8 @@ device, `scan_layers`. Every program is compiled once (`jit(...).lower(...).comp
 from the compiled executable: median of --repeats calls after one warm-up call. FLOPs are counted as
 in docs/PERFORMANCE.md: 2 x parameters per token forward, 4 x backward, attention ignored.
   decode     generate (prefill + N decode steps, no stop token) at batch 32 and 128, prompt 512,
-             512 new tokens; tokens/s = B*N/s. Roofline = the bytes a decoder must read (the
+             512 new tokens; tokens/s = B*N/s; and batch 32 again with decode_chunks=1 (one
+             whole-length KV cache) against the default 8 (a cache grown chunk by chunk). Roofline = the bytes a decoder must read (the
              weights once per decoded token + the FILLED KV-cache slots per step) / HBM bandwidth;
              fraction = roofline seconds / measured seconds (prefill included in the measured time).
   train      one SFT and one SDFT step at student sequence 2048 (prompt 512 + completion 1536;
@@ -109,13 +110,14 @@ class Suite:
         return row
 
     # ----------------------------------------------------------------------------- decode
-    def decode(self, batch: int) -> dict:
+    def decode(self, batch: int, decode_chunks: int = 8) -> dict:
         import jax
         import jax.numpy as jnp
 
         from sdft_jax.sampler import SamplingConfig, make_generate
         P, N = self.s["prompt"], self.s["new_tokens"]
-        gen = make_generate(self.graphdef, self.cfg, SamplingConfig(max_new_tokens=N, temperature=1.0))
+        gen = make_generate(self.graphdef, self.cfg,
+                            SamplingConfig(max_new_tokens=N, temperature=1.0, decode_chunks=decode_chunks))
         args = (self.params, self.tokens(batch, P), jnp.ones((batch, P), jnp.int32), jax.random.key(0))
         t0 = time.perf_counter()
         compiled = gen.lower(*args).compile()
@@ -126,7 +128,8 @@ class Suite:
         kv_per_slot = c.num_layers * 2 * batch * c.num_kv_heads * c.head_dim * 2  # bf16 K and V
         ideal_bytes = N * weight_bytes + kv_per_slot * sum(P + t for t in range(N))
         bw = self.results["platform"]["hbm_bytes_per_s"]
-        return {"batch": batch, "prompt": P, "new_tokens": N, "seconds": seconds, "tokens_per_s": batch * N / seconds,
+        return {"batch": batch, "prompt": P, "new_tokens": N, "decode_chunks": decode_chunks, "seconds": seconds,
+                "tokens_per_s": batch * N / seconds,
                 "roofline_fraction": (ideal_bytes / bw) / seconds if bw else None,
                 "memory_gib": _gib(compiled), "compile_s": compile_s}
 
@@ -187,6 +190,8 @@ class Suite:
             self.results["sdft_over_sft"] = (gen["seconds"] + sdft["seconds"]) / sft["seconds"]
         for b in rest:
             self.phase(f"decode_b{b}", lambda b=b: self.decode(b))
+        # Last: the same decode over one whole-length cache (decode_chunks=1), for the chunking's effect.
+        self.phase(f"decode_b{first}_whole_cache", lambda: self.decode(first, decode_chunks=1))
         self.save()
 
 
@@ -203,7 +208,8 @@ def markdown(results: dict, command: str) -> str:
         if "error" in r:
             lines.append(f"| {name} | | | {r['error']} | | | |")
         elif "tokens_per_s" in r:
-            lines.append(f"| {name} | batch {r['batch']}, prompt {r['prompt']}, {r['new_tokens']} new | "
+            lines.append(f"| {name} | batch {r['batch']}, prompt {r['prompt']}, {r['new_tokens']} new, "
+                         f"decode_chunks {r['decode_chunks']} | "
                          f"{r['seconds']:.3f} | {r['tokens_per_s']:,.0f} tok/s | "
                          f"{fmt(r['roofline_fraction'], '.1%')} of HBM roofline | {r['memory_gib']:.2f} | "
                          f"{r['compile_s']:.1f} |")

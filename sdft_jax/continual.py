@@ -32,7 +32,7 @@ def stage_workdir(workdir: str, index: int, stage) -> str:
     return os.path.join(workdir, f"stage{index}_{stage.task}")
 
 
-def _eval_specs(config, workdir: str) -> dict[str, dict]:
+def _eval_specs(config) -> dict[str, dict]:
     """{column name: evaluator spec}: every stage's task, the prior generation tasks, the prior
     multiple-choice files; run after every stage and, with eval.every, inside each stage."""
     specs = {}
@@ -63,7 +63,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not config.get("stages"):
         raise ValueError("stages: a continual run needs at least one stage")
     base_path = config.model.path
-    specs = _eval_specs(config, workdir)
+    specs = _eval_specs(config)
     names = list(specs)[: len(config.stages)]
     results_path = os.path.join(workdir, "results.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {"rows": [], "stages": []}

@@ -29,8 +29,8 @@ class SamplingConfig:
     top_p: float = 1.0  # 1 = off
     stop_ids: tuple[int, ...] = ()
     pad_id: int = 0
-    # The decode loop is split into up to this many chunks of >= 64 steps, each attending to the
-    # cache slots filled by its end only (1 = every step reads the whole P + N buffer).
+    # The decode loop is split into up to this many chunks of >= 64 steps; the KV cache holds only
+    # the slots filled by a chunk's end and grows between chunks (1 = one P + N buffer throughout).
     decode_chunks: int = 8
 
     def __post_init__(self):
@@ -109,11 +109,19 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
         model = nnx.merge(graphdef, params)
         B, P = prompt_tokens.shape
         prompt_mask = prompt_mask.astype(jnp.int32)
-        cache = init_cache(cfg, B, P + N)
-        if cache_sharding is not None:
-            cache = {**cache, "k": jax.lax.with_sharding_constraint(cache["k"], cache_sharding),
-                     "v": jax.lax.with_sharding_constraint(cache["v"], cache_sharding)}
-        kv_mask = jnp.concatenate([prompt_mask, jnp.zeros((B, N), jnp.int32)], axis=1)
+        ends = decode_chunk_ends(N, sc.decode_chunks)
+
+        def sized(cache, kv_mask, length):
+            """The cache and key mask padded with empty slots up to `length`."""
+            grow = length - kv_mask.shape[1]
+            pad = [(0, 0), (0, 0), (0, grow), (0, 0), (0, 0)]
+            k, v = jnp.pad(cache["k"], pad), jnp.pad(cache["v"], pad)
+            if cache_sharding is not None:
+                k = jax.lax.with_sharding_constraint(k, cache_sharding)
+                v = jax.lax.with_sharding_constraint(v, cache_sharding)
+            return {**cache, "k": k, "v": v}, jnp.pad(kv_mask, [(0, 0), (0, grow)])
+
+        cache, kv_mask = sized(init_cache(cfg, B, P), prompt_mask, P + ends[0])
         positions = default_positions(prompt_mask)
         h, cache = model.hidden_states(prompt_tokens.astype(jnp.int32), positions, kv_mask, cache)
         logits = model.logits(h[:, -1])
@@ -130,12 +138,12 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
         if return_logits:
             state["logits"] = jnp.zeros((B, N, logits.shape[-1]), jnp.float32).at[:, 0].set(logits)
 
-        def body(s, kv_len):
+        def body(s):
             i = s["i"]
             last = s["tokens"][:, i - 1]
             kv_mask = s["kv_mask"].at[:, P + i - 1].set(1)
             pos = (next_pos + i - 1)[:, None]
-            h, cache = model.hidden_states(last[:, None], pos, kv_mask, s["cache"], kv_len=kv_len)
+            h, cache = model.hidden_states(last[:, None], pos, kv_mask, s["cache"])
             logits = model.logits(h[:, 0])
             tok, slp, mlp = _choose(logits, jax.random.fold_in(key, i), sc)
             live = ~s["done"]
@@ -152,9 +160,10 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
             return out
 
         s = state
-        for end in decode_chunk_ends(N, sc.decode_chunks):  # steps [previous end, end) read P + end slots
-            s = jax.lax.while_loop(lambda s, end=end: (s["i"] < end) & ~jnp.all(s["done"]),
-                                   functools.partial(body, kv_len=P + end), s)
+        for j, end in enumerate(ends):  # steps [previous end, end) run on a cache of P + end slots
+            if j:
+                s["cache"], s["kv_mask"] = sized(s["cache"], s["kv_mask"], P + end)
+            s = jax.lax.while_loop(lambda s, end=end: (s["i"] < end) & ~jnp.all(s["done"]), body, s)
         mask = s["alive"]
         rollout = Rollout(tokens=jnp.where(mask == 1, s["tokens"], sc.pad_id), mask=mask,
                           logprobs=s["slp"] * mask, model_logprobs=s["mlp"] * mask,

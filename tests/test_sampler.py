@@ -179,7 +179,7 @@ def test_length_bucket_ladder():
 
 
 def test_chunked_decode_reads_only_filled_slots_and_equals_the_full_forward(tiny_qwen3):
-    """140 new tokens in 3 chunks (64, 128, 140): each chunk attends to the slots filled by its end.
+    """140 new tokens in 3 chunks (64, 128, 140): the cache holds the slots filled by a chunk's end.
     Logits equal an independent full forward pass over prompt + completion, and the tokens equal
     decoding over the whole buffer (decode_chunks=1)."""
     from sdft_jax.sampler import decode_chunk_ends

@@ -7,7 +7,6 @@ is split once (`nnx.split`) and every jitted function merges a plain params dict
 Call forms (all pure given params):
   hidden_states(tokens, positions, attention_mask)             -> (h [B,T,D], None)
   hidden_states(tokens, positions, attention_mask, cache=...)  -> (h, new_cache)
-  hidden_states(..., cache=..., kv_len=n)    the same, attending to cache slots [0, n) only
   logits(h)                                                     -> fp32 [B,T,V]
 With a cache, `attention_mask` is the key-valid mask over the whole cache buffer [B, S] and
 the new keys/values are written at slots [cache_index, cache_index + T).
@@ -72,7 +71,7 @@ class Transformer(nnx.Module):
         return jnp.einsum("...d,dv->...v", h, self.head_weights(),
                           preferred_element_type=jnp.float32)
 
-    def hidden_states(self, tokens, positions=None, attention_mask=None, cache=None, kv_len=None):
+    def hidden_states(self, tokens, positions=None, attention_mask=None, cache=None):
         cfg = self.cfg
         B, T = tokens.shape
         if attention_mask is None:
@@ -90,13 +89,11 @@ class Transformer(nnx.Module):
             key_slots = jnp.arange(T)
         else:
             q_slots = cache["index"] + jnp.arange(T)
-            kv_len = kv_len or cache["k"].shape[2]  # static: the decode loop's filled slots
-            key_slots = jnp.arange(kv_len)
-            attention_mask = attention_mask[:, :kv_len]
+            key_slots = jnp.arange(cache["k"].shape[2])
         # [B, T, S]: causal in buffer slots, and only keys that hold real tokens.
         mask = (key_slots[None, None, :] <= q_slots[None, :, None]) & attention_mask[:, None, :]
 
-        layer_fn = functools.partial(_decoder_layer, cfg, sin=sin, cos=cos, mask=mask, kv_len=kv_len)
+        layer_fn = functools.partial(_decoder_layer, cfg, sin=sin, cos=cos, mask=mask)
         if cfg.remat != "none":
             layer_fn = jax.checkpoint(layer_fn, policy=REMAT[cfg.remat])
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
@@ -150,9 +147,8 @@ def _dense(x, w, b=None):
     return y if b is None else y + b.astype(x.dtype)
 
 
-def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask, kv_len=None):
-    """One pre-norm decoder layer. kv = (cache_k [B,S,K,H], cache_v, write index) or None; with a
-    cache, attention reads slots [0, kv_len) only (the filled ones; the rest of the buffer is idle).
+def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
+    """One pre-norm decoder layer. kv = (cache_k [B,S,K,H], cache_v, write index) or None.
     Shape letters: B batch, T query positions, S key slots, D model width, N query heads,
     K key/value heads, H head dim, F MLP width."""
     B, T, _ = x_BxTxD.shape
@@ -172,7 +168,6 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask, kv
         k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxSxKxH.astype(cache_k.dtype), index, axis=1)
         v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxSxKxH.astype(cache_v.dtype), index, axis=1)
         new_kv = (k_BxSxKxH, v_BxSxKxH)
-        k_BxSxKxH, v_BxSxKxH = k_BxSxKxH[:, :kv_len], v_BxSxKxH[:, :kv_len]
     # Without a cache query slot i attends to key slots <= i only: skip the masked triangle.
     attend = causal_block_attention if kv is None else _attention
     attn_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype), mask, cfg)
