@@ -10,6 +10,8 @@
                    greedy generation with our sampler, scored by `score_completion`; context="teacher"
                    puts the demonstration in context (the teacher ceiling) and uses the teacher weights
   multiple_choice  path (JSONL of {query, choices, gold}), metric (acc | acc_norm)
+  kl_to_base       split, examples, max_new_tokens, batch_size, seed: KL(current || the run's initial
+                   weights) on the prompts, over the current model's samples   sdft_jax/eval/kl_to_base.py
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import inspect
 
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.heldout_nll import HeldoutNLL
+from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.eval.likelihood import LikelihoodScorer, read_mc_jsonl
 
 
@@ -81,7 +84,8 @@ class MultipleChoice:
         return {self.name: scorer.multiple_choice(self.rows)[self.metric]}
 
 
-TYPES = {"heldout_nll": HeldoutNLL, "accuracy": TaskAccuracy, "multiple_choice": MultipleChoice}
+TYPES = {"heldout_nll": HeldoutNLL, "accuracy": TaskAccuracy, "multiple_choice": MultipleChoice,
+         "kl_to_base": KLToBase}
 
 
 def check_spec(name: str, spec) -> None:
