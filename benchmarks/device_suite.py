@@ -63,10 +63,10 @@ def platform() -> dict:
 
 
 def _gib(compiled) -> float:
-    m = compiled.memory_analysis()
-    if m is None:
-        return float("nan")
-    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes) / 2 ** 30
+    """Arguments + what the program allocates beyond them (sdft_jax.memory_check)."""
+    from sdft_jax.memory_check import new_bytes
+    need = new_bytes(compiled)
+    return float("nan") if need is None else sum(need) / 2 ** 30
 
 
 class Suite:

@@ -57,7 +57,7 @@ class StepConfig:
             raise ValueError(f"batch.micro_batches={self.micro_batches} must be >= 1")
 
 
-def _completion_hidden(model, tokens, mask, n: int):
+def completion_hidden(model, tokens, mask, n: int):
     """Final hidden states at the positions that predict the last n tokens: [B, n, D]."""
     h, _ = model.hidden_states(tokens, None, mask)
     return h[:, -n - 1:-1]
@@ -68,12 +68,12 @@ def _micro_loss(params, teacher_params, mb, graphdef, sc: StepConfig, normalizer
     n = mb["completion_mask"].shape[1]
     targets = mb["student_tokens"][:, -n:]
     student = nnx.merge(graphdef, params)
-    s_hidden = _completion_hidden(student, mb["student_tokens"], mb["student_mask"], n)
+    s_hidden = completion_hidden(student, mb["student_tokens"], mb["student_mask"], n)
     t_hidden = t_head = None
     if sc.method == "sdft":
         teacher = nnx.merge(graphdef, jax.lax.stop_gradient(teacher_params))
         t_hidden = jax.lax.stop_gradient(
-            _completion_hidden(teacher, mb["teacher_tokens"], mb["teacher_mask"], n))
+            completion_hidden(teacher, mb["teacher_tokens"], mb["teacher_mask"], n))
         t_head = jax.lax.stop_gradient(teacher.head_weights())
     stats = losses.chunked_token_stats(
         s_hidden, student.head_weights(), targets, t_hidden, t_head, chunk_size=sc.chunk_size, kind=sc.loss_kind,

@@ -15,6 +15,7 @@ from flax import nnx
 from sdft_jax import losses
 from sdft_jax import sharding as shd
 from sdft_jax.data.pipeline import bucket_length, left_pad, right_pad, tokenize_all
+from sdft_jax.train_step import completion_hidden
 
 
 class HeldoutNLL:
@@ -48,9 +49,8 @@ class HeldoutNLL:
         @jax.jit
         def nll(params, batch):
             m = nnx.merge(graphdef, params)
-            h, _ = m.hidden_states(batch["tokens"], None, batch["mask"])
-            stats = losses.chunked_token_stats(h[:, -n_target - 1:-1], m.head_weights(),
-                                               batch["tokens"][:, -n_target:], chunk_size=256)
+            h = completion_hidden(m, batch["tokens"], batch["mask"], n_target)
+            stats = losses.chunked_token_stats(h, m.head_weights(), batch["tokens"][:, -n_target:], chunk_size=256)
             mask = batch["target_mask"].astype(jnp.float32)
             return -jnp.sum(stats["student_logp"] * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 

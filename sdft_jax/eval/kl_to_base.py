@@ -17,7 +17,7 @@ from sdft_jax import losses
 from sdft_jax.data.pipeline import tokenize_all
 from sdft_jax.generate import stop_token_ids
 from sdft_jax.sampler import SamplingConfig, make_generate, pad_to_bucket
-from sdft_jax.train_step import sdft_batch
+from sdft_jax.train_step import completion_hidden, sdft_batch
 
 
 class KLToBase:
@@ -48,8 +48,7 @@ class KLToBase:
 
             def hidden(p):
                 m = nnx.merge(graphdef, p)
-                h, _ = m.hidden_states(batch["student_tokens"], None, batch["student_mask"])
-                return h[:, -n - 1:-1], m.head_weights()
+                return completion_hidden(m, batch["student_tokens"], batch["student_mask"], n), m.head_weights()
             (h, head), (h_base, head_base) = hidden(params), hidden(base)
             stats = losses.chunked_token_stats(h, head, batch["student_tokens"][:, -n:], h_base, head_base,
                                                chunk_size=256)
