@@ -23,10 +23,6 @@ from sdft_jax.model import load_pretrained
 from sdft_jax.train import _say, run
 
 
-def _scorer_task(stage) -> str:
-    return stage.get("scorer") or ("exact_match" if stage.task == "demonstrations" else stage.task)
-
-
 def stage_workdir(workdir: str, index: int, stage) -> str:
     """Where stage `index` trains; its student is exported to <this>/export."""
     return os.path.join(workdir, f"stage{index}_{stage.task}")
@@ -39,13 +35,13 @@ def _eval_specs(config) -> dict[str, dict]:
     for stage in config.stages:
         name = stage.get("name") or stage.task
         name = name if name not in specs else f"{name}#{len(specs)}"
-        specs[name] = dict(type="accuracy", task=stage.task, scorer=_scorer_task(stage),
+        specs[name] = dict(type="accuracy", task=stage.task, scorer=stage.get("scorer") or "",
                            path=stage.get("eval_path") or stage.path,
                            split=stage.get("eval_split") or "", fallback_split=stage.get("split", "train"),
                            batch_size=config.eval.get("batch_size", 8))
     for prior in config.eval.get("prior_tasks", []) or []:
         specs[f"prior:{prior.name}"] = dict(type="accuracy", task=prior.task, path=prior.path,
-                                            split=prior.get("split") or "", scorer=_scorer_task(prior),
+                                            split=prior.get("split") or "", scorer=prior.get("scorer") or "",
                                             batch_size=config.eval.get("batch_size", 8))
     for path in config.eval.get("prior_mc_files", []) or []:
         specs[f"prior:{os.path.basename(path)}"] = dict(type="multiple_choice", path=path)

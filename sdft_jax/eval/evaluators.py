@@ -60,7 +60,7 @@ class TaskAccuracy:
         c = ctx.config
         task, path = task or c.data.task, path or c.data.path
         self.name, self.every, self.context, self.model = name, every, context, ctx.model
-        self.scorer = scorer or ("exact_match" if task == "demonstrations" else task)
+        self.scorer = scorer or ("exact_match" if task == "demonstrations" else task)  # the task's own scorer
         self.rows = eval_rows(task, path, split or None, fallback_split, ctx.data_dir, examples or c.eval.examples)
         self.kwargs = dict(with_demonstration=context == "teacher", template=c.data.teacher_template,
                            max_new_tokens=max_new_tokens or c.sampling.max_new_tokens,
