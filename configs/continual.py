@@ -11,14 +11,14 @@ point `stages[0].path` at the training split on a machine that has it.
 """
 import ml_collections
 
-from sdft_jax import config_defaults
+from configs import common
 
-_shared = config_defaults.shared_data
+_shared = common.shared_data
 
 
 def get_config(arg=None):
-    args = config_defaults.parse_arg(arg, model="qwen2_5_0_5b", method="sdft")
-    c = config_defaults.base_config()
+    args = common.parse_arg(arg, model="qwen2_5_0_5b", method="sdft")
+    c = common.base_config()
     c.program = "continual"
     c.method, model = args.method, args.model
     if model == "tiny":  # configs/tiny.py's random model and toy data
@@ -32,7 +32,7 @@ def get_config(arg=None):
         c.eval.examples, c.checkpoint.every, c.loss.chunk_size = 8, 100, 16
         c.optim.lr, c.optim.warmup_steps = 1e-3, 1
         return c
-    c.model.path = config_defaults.real_model_path({"qwen2_5_0_5b": "qwen2.5-0.5b-instruct",
+    c.model.path = common.real_model_path({"qwen2_5_0_5b": "qwen2.5-0.5b-instruct",
                                                     "smollm2_135m": "smollm2-135m-instruct"}.get(model, model))
     c.model.dtype = "float32"
     c.stages = [

@@ -10,11 +10,12 @@ taught 3 new hidden rules in sequence with SDFT and with SFT. See docs/DEMO.md.
 """
 import ml_collections
 
-from sdft_jax import config_defaults
+from configs import common
+from sdft_jax.demo import world
 
 
 def get_config(arg=None):
-    size = config_defaults.parse_arg(arg, size="full").size
+    size = common.parse_arg(arg, size="full").size
     if size not in ("full", "small"):
         raise ValueError(f"size={size!r}; expected full or small")
     c = ml_collections.ConfigDict()
@@ -36,8 +37,23 @@ def get_config(arg=None):
         # The base model: its own seed, so every demo seed starts from the same cached base.
         pretrain=ml_collections.ConfigDict(dict(seed=0, steps=800, batch=64, lr=3e-3, hidden=128, layers=4,
                                                 heads=4, kv_heads=2, intermediate=384)),
+        # What the pretraining and every continual stage share; each sets its own method, steps,
+        # data and optimizer from the keys above (sdft_jax/demo/pretrain.py, runner.py).
+        run=world_run_defaults(),
     ))
     if size == "small":
         c.demo.update(dict(num_tasks=2, train_rows=256, eval_examples=32, steps_per_task=60, prompts_per_step=16))
         c.demo.pretrain.update(dict(steps=300))
+    return c
+
+
+def world_run_defaults() -> ml_collections.ConfigDict:
+    """The paper's recipe fitted to the generated world: fp32 weights, answers of a few letters."""
+    c = common.base_config()
+    c.model.dtype = "float32"
+    c.data.teacher_template = world.TEACHER_TEMPLATE
+    c.data.max_student_prompt, c.data.max_teacher_prompt = 32, 64
+    c.sampling.max_new_tokens = world.MAX_RESPONSE_TOKENS
+    c.loss.chunk_size = 16
+    c.checkpoint.keep = 1
     return c

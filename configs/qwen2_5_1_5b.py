@@ -3,16 +3,16 @@
     python -m sdft_jax.main --config=configs/qwen2_5_1_5b.py:task=science --workdir runs/q15 \
         --config.model.path=/path/to/Qwen2.5-1.5B-Instruct
 """
-from sdft_jax import config_defaults
+from configs import common
 
 
 def get_config(arg=None):
-    c = config_defaults.base_config()
+    c = common.base_config()
     c.model.path = "Qwen2.5-1.5B-Instruct"
     c.model.remat = "dots_no_batch"
-    config_defaults.fp32_master_weights(c)
-    c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
+    common.fp32_master_weights(c)
+    c.data.task, c.data.path = "science", common.SHARED_TASKS["science"]
+    common.apply_task_and_method(c, common.parse_arg(arg, task="", method=""), common.SHARED_TASKS)
     c.steps = 200
     c.batch.prompts_per_step = 32
     c.batch.micro_batches = 4

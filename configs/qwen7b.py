@@ -6,20 +6,20 @@ storage). Mesh: FSDP over every chip of the slice (TPU v5p-8 and up).
     python -m sdft_jax.main --config=configs/qwen7b.py:task=science --workdir gs://BUCKET/runs/q7 \
         --config.model.path=/path/to/Qwen2.5-7B-Instruct
 """
-from sdft_jax import config_defaults
+from configs import common
 
 
 def get_config(arg=None):
-    c = config_defaults.base_config()
+    c = common.base_config()
     c.model.path = "Qwen2.5-7B-Instruct"
     # benchmarks/memory.py: on a v5p-8 (4 chips, 95 GiB) remat=dots_no_batch with 4 micro-batches needs
     # ~177 GiB/device; full remat with 8 micro-batches ~70 GiB with fp32 master weights (XLA:CPU
     # estimate; arguments exact).
     c.model.remat = "full"
-    config_defaults.fp32_master_weights(c)
+    common.fp32_master_weights(c)
     c.batch.micro_batches = 8
-    c.data.task, c.data.path = "tooluse", config_defaults.SHARED_TASKS["tooluse"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
+    c.data.task, c.data.path = "tooluse", common.SHARED_TASKS["tooluse"]
+    common.apply_task_and_method(c, common.parse_arg(arg, task="", method=""), common.SHARED_TASKS)
     c.steps = 200  # ~2 epochs of the tool-use training split at 32 prompts per step
     c.batch.prompts_per_step = 32
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1

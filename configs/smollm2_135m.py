@@ -3,15 +3,15 @@
 
     python -m sdft_jax.main --config=configs/smollm2_135m.py:task=science --workdir runs/smol
 """
-from sdft_jax import config_defaults
+from configs import common
 
 
 def get_config(arg=None):
-    c = config_defaults.base_config()
-    c.model.path = config_defaults.real_model_path("smollm2-135m-instruct")
+    c = common.base_config()
+    c.model.path = common.real_model_path("smollm2-135m-instruct")
     c.model.dtype = "float32"
-    c.data.task, c.data.path = "science", config_defaults.SHARED_TASKS["science"]
-    config_defaults.apply_task_and_method(c, config_defaults.parse_arg(arg, task="", method=""), config_defaults.SHARED_TASKS)
+    c.data.task, c.data.path = "science", common.SHARED_TASKS["science"]
+    common.apply_task_and_method(c, common.parse_arg(arg, task="", method=""), common.SHARED_TASKS)
     c.steps = 50
     c.batch.prompts_per_step = 8
     c.data.max_student_prompt = 512

@@ -14,14 +14,15 @@ import sys
 
 import numpy as np
 
-from sdft_jax import config_defaults
+from configs import common
+from sdft_jax.cache import cache_root
 
 
 def get_config(arg=None):
-    args = config_defaults.parse_arg(arg, seed=0, task="", method="")
+    args = common.parse_arg(arg, seed=0, task="", method="")
     seed = args.seed
-    c = config_defaults.base_config()
-    config_defaults.apply_task_and_method(c, args)
+    c = common.base_config()
+    common.apply_task_and_method(c, args)
     c.steps = 6
     c.seed = seed
     c.model.path, c.data.path = materialize(seed)
@@ -43,7 +44,7 @@ def get_config(arg=None):
 
 def materialize(seed: int = 0) -> tuple[str, str]:
     """(model folder, toy data file) for `seed`, built once."""
-    root = os.path.join(config_defaults.cache_root(), "tiny", f"seed{seed}")
+    root = os.path.join(cache_root(), "tiny", f"seed{seed}")
     model = os.path.join(root, "model")
     if not os.path.isfile(os.path.join(model, "config.json")):
         code = ("import sys; from sdft_jax.model.random_checkpoint import build_random_checkpoint; "

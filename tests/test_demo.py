@@ -103,13 +103,14 @@ def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
 def test_pretraining_is_deterministic(tmp_path, monkeypatch):
     """Two pretrainings from scratch with the same seed give bitwise-equal weights."""
     import ml_collections
+    from configs.demo import world_run_defaults
     from sdft_jax.demo import pretrain
     pre = ml_collections.ConfigDict(dict(seed=1, steps=3, batch=8, lr=1e-3, hidden=32, layers=1, heads=2,
                                          kv_heads=1, intermediate=64))
     paths = []
     for name in ("x", "y"):
         monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / name))
-        paths.append(pretrain.pretrained_base(pre, say=lambda m: None))
+        paths.append(pretrain.pretrained_base(pre, world_run_defaults(), say=lambda m: None))
     from safetensors.numpy import load_file
     a, b = (load_file(os.path.join(p, "model.safetensors")) for p in paths)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sdft_jax import config_defaults
+from configs import common
 from sdft_jax.resolve import ConfigError, resolve
 from tests.test_train import REPO, _tiny
 
@@ -49,15 +49,15 @@ def test_bad_config_values_name_the_key(override, message):
 
 
 def test_config_arg_selects_task_and_method():
-    c = config_defaults.base_config()
-    args = config_defaults.parse_arg("task=science,method=sft", task="", method="")
-    config_defaults.apply_task_and_method(c, args, config_defaults.SHARED_TASKS)
-    assert (c.data.task, c.method, c.data.path) == ("science", "sft", config_defaults.SHARED_TASKS["science"])
+    c = common.base_config()
+    args = common.parse_arg("task=science,method=sft", task="", method="")
+    common.apply_task_and_method(c, args, common.SHARED_TASKS)
+    assert (c.data.task, c.method, c.data.path) == ("science", "sft", common.SHARED_TASKS["science"])
     with pytest.raises(ValueError, match="unknown config argument 'foo'; known: method, task"):
-        config_defaults.parse_arg("foo=1", task="", method="")
-    assert config_defaults.parse_arg("seed=3", seed=0).seed == 3  # typed like its default
+        common.parse_arg("foo=1", task="", method="")
+    assert common.parse_arg("seed=3", seed=0).seed == 3  # typed like its default
     with pytest.raises(ValueError, match="seed='x' must be of type int"):
-        config_defaults.parse_arg("seed=x", seed=0)
+        common.parse_arg("seed=x", seed=0)
 
 
 def test_paper_code_teacher_template_is_the_released_trainers_string():

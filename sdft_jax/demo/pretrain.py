@@ -13,41 +13,40 @@ import shutil
 
 import ml_collections
 
-from sdft_jax import config_defaults
+from sdft_jax.cache import cache_root
 from sdft_jax.demo import world
 
 WORLD_VERSION = 2
 
 
-def base_key(pre: ml_collections.ConfigDict) -> str:
-    blob = json.dumps({"world": WORLD_VERSION, **pre.to_dict()}, sort_keys=True)
+def base_key(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> str:
+    blob = json.dumps({"world": WORLD_VERSION, **pre.to_dict(), "run": defaults.to_dict()}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def pretrain_config(pre: ml_collections.ConfigDict, init_path: str, corpus: str) -> ml_collections.ConfigDict:
-    c = config_defaults.base_config()
+def pretrain_config(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, init_path: str,
+                    corpus: str) -> ml_collections.ConfigDict:
+    """SFT on the pretraining corpus; `defaults` = the demo config's `demo.run` (shared settings)."""
+    c = ml_collections.ConfigDict(defaults.to_dict())  # a deep copy
     c.method = "sft"
     c.seed = pre.seed
     c.steps = pre.steps
-    c.model.path, c.model.dtype = init_path, "float32"
+    c.model.path = init_path
     c.data.task, c.data.path = "demonstrations", corpus
-    c.data.teacher_template = world.TEACHER_TEMPLATE
-    c.data.max_student_prompt, c.data.max_teacher_prompt = 32, 64
-    c.sampling.max_new_tokens = world.MAX_RESPONSE_TOKENS
     c.batch.prompts_per_step = pre.batch
     c.optim.lr, c.optim.warmup_steps = pre.lr, max(pre.steps // 20, 1)
-    c.loss.aggregation, c.loss.chunk_size = "token_mean", 16
-    c.checkpoint.every, c.checkpoint.keep = max(pre.steps // 4, 1), 1
+    c.loss.aggregation = "token_mean"
+    c.checkpoint.every = max(pre.steps // 4, 1)
     c.log.every = max(pre.steps // 40, 1)
     return c
 
 
-def pretrained_base(pre: ml_collections.ConfigDict, say=print) -> str:
+def pretrained_base(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, say=print) -> str:
     """Path of the cached base checkpoint, pretraining it first when absent. An interrupted
     pretraining resumes from its last checkpoint (its work folder is kept until it finishes)."""
     from sdft_jax.model.random_checkpoint import build_random_checkpoint
     from sdft_jax.train import run
-    final = os.path.join(config_defaults.cache_root(), "demo_base", base_key(pre))
+    final = os.path.join(cache_root(), "demo_base", base_key(pre, defaults))
     if os.path.isfile(os.path.join(final, "config.json")):
         say(f"demo base model: cached at {final}")
         return final
@@ -59,7 +58,7 @@ def pretrained_base(pre: ml_collections.ConfigDict, say=print) -> str:
     if not os.path.isfile(corpus):
         world.write_jsonl(corpus, world.pretraining_rows(pre.steps * pre.batch, pre.seed))
     say(f"demo base model: pretraining {pre.steps} steps x {pre.batch} rows (cached afterwards in {final})")
-    run(pretrain_config(pre, init, corpus), os.path.join(work, "run"))
+    run(pretrain_config(pre, defaults, init, corpus), os.path.join(work, "run"))
     shutil.copytree(os.path.join(work, "run", "export"), final + ".partial", dirs_exist_ok=True)
     os.replace(final + ".partial", final)
     shutil.rmtree(work, ignore_errors=True)

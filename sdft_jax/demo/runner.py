@@ -15,7 +15,6 @@ import time
 import ml_collections
 import numpy as np
 
-from sdft_jax import config_defaults
 from sdft_jax.demo import world
 from sdft_jax.demo.pretrain import pretrained_base
 from sdft_jax.demo.report import write_plot, write_report
@@ -41,19 +40,14 @@ def _check_workdir(config, workdir: str) -> None:
 
 def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], prior_root: str):
     """The continual runner's config for one method: same base, data, steps and optimizer."""
-    c = config_defaults.base_config()
+    c = ml_collections.ConfigDict(config.demo.run.to_dict())  # a deep copy
     c.program = "continual"
     c.method, c.seed, c.steps = method, config.seed, 1
-    c.model.path, c.model.dtype = "", "float32"
-    c.data.teacher_template = world.TEACHER_TEMPLATE
-    c.data.max_student_prompt, c.data.max_teacher_prompt = 32, 64
-    c.sampling.max_new_tokens = world.MAX_RESPONSE_TOKENS
     c.batch.prompts_per_step = config.demo.prompts_per_step
     c.optim.lr, c.optim.warmup_steps = config.demo.lr, config.demo.warmup_steps
-    c.loss.chunk_size = 16
     c.teacher.kind, c.teacher.ema_alpha = config.demo.teacher, config.demo.ema_alpha
     c.loss.skip_first_tokens = config.demo.skip_first_tokens
-    c.checkpoint.every, c.checkpoint.keep = 10**6, 1
+    c.checkpoint.every = 10**6
     c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
     c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", name=rule.name, path=folder,
                                                steps=config.demo.steps_per_task, scorer="exact_match"))
@@ -164,7 +158,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timing = {}
     _say(f"1/4 base model (pretraining settings {config.demo.pretrain.to_dict()})")
     t = time.perf_counter()
-    base_path = pretrained_base(config.demo.pretrain, say=_say)
+    base_path = pretrained_base(config.demo.pretrain, config.demo.run, say=_say)
     timing["base_model_s"] = time.perf_counter() - t
 
     world_dir = os.path.join(workdir, "world")

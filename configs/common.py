@@ -1,4 +1,6 @@
-"""The paper's recipe as one ml_collections ConfigDict; every `configs/*.py` starts from it.
+"""The paper's recipe as one ml_collections ConfigDict, and the helpers every `configs/*.py` shares
+(big_vision's configs/common.py). main.py puts the repository on sys.path, so `from configs import
+common` works from any cwd.
 
 Canonical keys (stable; README documents them): steps, seed, method, model.path, data.*,
 optim.lr, optim.warmup_steps, batch.prompts_per_step, loss.kind, loss.beta, loss.top_k,
@@ -74,11 +76,6 @@ def fp32_master_weights(c: ml_collections.ConfigDict) -> None:
     updates at the paper's learning rates: on SmolLM2-135M at lr 5e-5, 50 AdamW steps changed 7.6%
     of the bf16 weights and 100% of fp32 ones (benchmarks/precision.py, docs/PERFORMANCE.md)."""
     c.model.dtype, c.model.compute_dtype = "float32", "bfloat16"
-
-
-def cache_root() -> str:
-    """Where built inputs are cached (the demo's pretrained base, configs/tiny.py's files)."""
-    return os.environ.get("SDFT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "sdft_jax"))
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
