@@ -34,6 +34,8 @@ TEST_REQUIRES = [
     "tiktoken>=0.12",
     # The lm-evaluation-harness backend (sdft_jax.eval.lm_eval_backend) is tested on a local task.
     "lm_eval>=0.4.13,<0.5",
+    # The LoRA export (WORKDIR/export_adapter) is checked by loading it with peft onto the HF base.
+    "peft>=0.21,<0.22",
 ]
 
 setup(

@@ -29,6 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
         compute_dtype="",  # "" = same as dtype
         remat="none",  # none | full | dots | dots_no_batch
         scan_layers=True,
+        # LoRA (rank 0 = off): only the adapters train; the base is stored in base_dtype and frozen.
+        # targets: any of q,k,v,o,gate,up,down. The EMA teacher averages the factors A and B (as PEFT).
+        lora=ml_collections.ConfigDict(dict(rank=0, alpha=32.0, targets="q,k,v,o,gate,up,down",
+                                            base_dtype="bfloat16")),
     ))
     c.data = ml_collections.ConfigDict(dict(
         task="demonstrations",  # tooluse | science | medical | knowledge | demonstrations

@@ -11,15 +11,16 @@ from sdft_jax.train_state import TrainState
 
 
 def _as_dict(state: TrainState) -> dict:
+    """What a checkpoint holds: everything but a LoRA run's frozen base (re-read from model.path)."""
     d = {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng}
     if state.teacher_params is not None:
         d["teacher_params"] = state.teacher_params
     return d
 
 
-def _from_dict(d: dict) -> TrainState:
+def _from_dict(d: dict, frozen_params=None) -> TrainState:
     return TrainState(step=d["step"], params=d["params"], teacher_params=d.get("teacher_params"),
-                      opt_state=d["opt_state"], rng=d["rng"])
+                      opt_state=d["opt_state"], rng=d["rng"], frozen_params=frozen_params)
 
 
 class CheckpointError(RuntimeError):
@@ -94,7 +95,7 @@ class Checkpointer:
                                 _as_dict(state_template), _as_dict(shardings))
         out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                meta=ocp.args.JsonRestore()))
-        return _from_dict(out.state), out.meta
+        return _from_dict(out.state, state_template.frozen_params), out.meta
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

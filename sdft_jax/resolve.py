@@ -11,6 +11,7 @@ from sdft_jax import sharding as shd
 from sdft_jax.data.pipeline import Lengths
 from sdft_jax.data.prompts import check_template
 from sdft_jax.eval.evaluators import check_spec
+from sdft_jax.model.config import LORA_TARGETS
 from sdft_jax.sampler import SamplingConfig
 from sdft_jax.train_state import OptimConfig
 from sdft_jax.train_step import StepConfig
@@ -20,6 +21,9 @@ class ConfigError(ValueError):
     pass
 
 
+LORA_BASE_DTYPES = ("bfloat16", "float32")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     step: StepConfig
@@ -27,6 +31,7 @@ class RunSettings:
     sampling: SamplingConfig  # stop_ids / pad_id are filled in once the tokenizer is loaded
     lengths: Lengths
     mesh_shape: tuple[int, int, int]
+    lora_targets: tuple[str, ...] = ()  # model.lora.targets, parsed (empty when rank is 0)
 
 
 def _need(cond: bool, key: str, msg: str) -> None:
@@ -42,6 +47,7 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     _need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
     for key, value in (("model.compute_dtype", c.model.compute_dtype), ("teacher.ema_dtype", c.teacher.ema_dtype)):
         _need(value in ("", "float32", "bfloat16"), key, f"must be '', float32 or bfloat16, got {value!r}")
+    lora_targets = _lora_targets(c.model.lora)
     try:
         check_template(c.data.teacher_template)
     except ValueError as e:
@@ -88,4 +94,18 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
             raise ConfigError(str(e)) from None
     lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens,
                       c.data.bucket_growth)
-    return RunSettings(step, optim, sampling, lengths, mesh_shape)
+    return RunSettings(step, optim, sampling, lengths, mesh_shape, lora_targets)
+
+
+def _lora_targets(lora: ml_collections.ConfigDict) -> tuple[str, ...]:
+    _need(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0 = no LoRA), got {lora.rank}")
+    if lora.rank == 0:
+        return ()
+    _need(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
+    _need(lora.base_dtype in LORA_BASE_DTYPES, "model.lora.base_dtype",
+          f"must be one of {', '.join(LORA_BASE_DTYPES)}, got {lora.base_dtype!r}")
+    targets = tuple(t.strip() for t in lora.targets.split(",") if t.strip())
+    bad = [t for t in targets if t not in LORA_TARGETS]
+    _need(bool(targets) and not bad, "model.lora.targets",
+          f"{', '.join(bad) or 'nothing'} is not a projection; choose among {','.join(LORA_TARGETS)}")
+    return tuple(t for t in LORA_TARGETS if t in targets)

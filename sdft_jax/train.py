@@ -29,6 +29,7 @@ from sdft_jax.memory_check import check_fits
 from sdft_jax.metrics_log import MetricsLogger
 from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
+from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
 from sdft_jax.resolve import resolve
 from sdft_jax.sampler import make_generate
 from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
@@ -136,19 +137,28 @@ def _train(config, workdir: str, settings) -> dict:
          f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
 
     model_path = config.model.path
-    model = load_pretrained(model_path, dtype=config.model.dtype, mesh=mesh,
+    lora_cfg = config.model.lora
+    dtype = lora_cfg.base_dtype if lora_cfg.rank else config.model.dtype
+    model = load_pretrained(model_path, dtype=dtype, mesh=mesh,
                             compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
-                            scan_layers=config.model.scan_layers)
+                            scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank,
+                            lora_alpha=lora_cfg.alpha, lora_targets=settings.lora_targets, lora_seed=config.seed)
     tok = model.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model_path, tok), pad_id=pad_id)
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
-    if config.model.dtype == "bfloat16":
+    if dtype == "bfloat16" and not lora_cfg.rank:
         _say("note: parameters are stored in bfloat16, so AdamW updates under half a bf16 ulp (~0.2% of a "
              "weight) round away; model.dtype=float32 + model.compute_dtype=bfloat16 keeps fp32 master "
              "weights (docs/PERFORMANCE.md, 'Precision')")
     _say(f"model {model_path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
          f"{model.load_seconds:.1f}s")
+    # With LoRA only the adapters train; the base rides along in the state, frozen.
+    trainable, frozen = split_adapters(model.params) if model.config.lora_rank else (model.params, None)
+    if frozen is not None:
+        n_train = sum(x.size for x in jax.tree.leaves(trainable))
+        _say(f"LoRA rank {lora_cfg.rank}, alpha {lora_cfg.alpha} on {','.join(settings.lora_targets)}: "
+             f"{n_train / 1e6:.2f}M trainable parameters ({100 * n_train / n_params:.2f}%)")
 
     data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
     data_path = config.data.path or None
@@ -165,8 +175,10 @@ def _train(config, workdir: str, settings) -> dict:
 
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
     ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher_kind == "ema" else None
-    state = init_state(model.params, tx, settings.step.teacher_kind, config.seed, ema_dtype)
-    st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
+    state = init_state(trainable, tx, settings.step.teacher_kind, config.seed, ema_dtype, frozen)
+    p_sh = param_shardings(model.config, mesh, model.params)
+    train_sh, frozen_sh = split_adapters(p_sh) if frozen is not None else (p_sh, None)
+    st_sh = state_shardings(state, train_sh, mesh, frozen_sh)
     state = jax.device_put(state, st_sh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, say=_say)
     restored = ckpt.restore_newest_readable(state, st_sh)
@@ -226,7 +238,7 @@ def _train(config, workdir: str, settings) -> dict:
             g = to_global(host, mesh)
             t_start = time.perf_counter()
             if settings.step.method == "sdft":
-                rollout = generate(state.params, g["student_prompt"], g["student_prompt_mask"],
+                rollout = generate(state.student_weights(), g["student_prompt"], g["student_prompt_mask"],
                                    jax.random.fold_in(key, step))
                 if phase_times:
                     jax.block_until_ready(rollout)
@@ -257,7 +269,7 @@ def _train(config, workdir: str, settings) -> dict:
             last, pending = complete(pending), None
             if sample_due:
                 _log_sample(logger, tok, done, host, rollout, batcher)
-            for name, value in evaluate_all(eval_due, state.params, state.teacher_params).items():
+            for name, value in evaluate_all(eval_due, state.student_weights(), state.teacher_weights()).items():
                 last[f"eval/{name}"] = value
             record(done, last)
             if save_due:
@@ -268,7 +280,7 @@ def _train(config, workdir: str, settings) -> dict:
                 ckpt.close()
                 return {"preempted": True, "step": done, **last}
         ckpt.wait()
-        export = _export(workdir, state.params, model, model_path)
+        export = _export(workdir, state.student_weights(), model, model_path)
         _say(f"done: {config.steps} steps; student exported to {export}")
         return {"step": int(state.step), **last}
     finally:
@@ -289,19 +301,26 @@ def _fits_or_stop(name: str, jitted):
 
 
 def _export(workdir: str, params, model, model_path: str) -> str:
-    """The student as an HF folder in WORKDIR/export (written locally, then copied for gs://)."""
-    target = epath.Path(workdir) / "export"
-    if "://" not in workdir:
-        save_params(str(target), params, model.config, model.hf_config, source_dir=model_path)
-        return str(target)
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        save_params(tmp, params, model.config, model.hf_config, source_dir=model_path)
-        if jax.process_index() == 0:
-            target.mkdir(parents=True, exist_ok=True)
-            for name in os.listdir(tmp):
-                epath.Path(os.path.join(tmp, name)).copy(target / name, overwrite=True)
-    return str(target)
+    """The student as an HF folder in WORKDIR/export (LoRA: merged into the base, and the adapters
+    alone in PEFT format in WORKDIR/export_adapter); written locally, then copied for gs://."""
+    folders = {"export": lambda d: save_params(d, params, model.config, model.hf_config, source_dir=model_path)}
+    if has_adapters(params):
+        folders = {"export": lambda d: save_params(d, merged(params, model.config), model.config, model.hf_config,
+                                                   source_dir=model_path),
+                   "export_adapter": lambda d: save_peft_adapter(d, params, model.config, model_path)}
+    for name, write in folders.items():
+        target = epath.Path(workdir) / name
+        if "://" not in workdir:
+            write(str(target))
+            continue
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            write(tmp)
+            if jax.process_index() == 0:
+                target.mkdir(parents=True, exist_ok=True)
+                for f in os.listdir(tmp):
+                    epath.Path(os.path.join(tmp, f)).copy(target / f, overwrite=True)
+    return str(epath.Path(workdir) / "export")
 
 
 def _log_sample(logger, tok, step, host, rollout, batcher) -> None:

@@ -1,5 +1,6 @@
-"""TrainState pytree (step, params, teacher params, optimizer state, rng), the optimizer, and
-the state's abstract shape and shardings (the teacher copy is sharded exactly like params)."""
+"""TrainState pytree (step, params, teacher params, optimizer state, rng, frozen base), the
+optimizer, and the state's abstract shape and shardings (the teacher copy is sharded exactly like
+params)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sdft_jax.model.lora import combine
+
 TEACHER_KINDS = ("ema", "frozen", "live")
 
 
@@ -21,6 +24,17 @@ class TrainState:
     teacher_params: Any  # EMA or frozen copy; None for the `live` teacher
     opt_state: Any
     rng: jax.Array
+    # LoRA: `params` and `teacher_params` hold the adapters only, and this the base model they
+    # wrap (never updated, never checkpointed: it is re-read from model.path). None = full fine-tuning.
+    frozen_params: Any = None
+
+    def student_weights(self):
+        """The student's full params (base + adapters with LoRA)."""
+        return combine(self.frozen_params, self.params)
+
+    def teacher_weights(self):
+        """The teacher's full params; None for the `live` teacher (= the student)."""
+        return None if self.teacher_params is None else combine(self.frozen_params, self.teacher_params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +71,9 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 
 
 def init_state(params, tx: optax.GradientTransformation, teacher_kind: str, seed: int,
-               teacher_dtype: str | None = None) -> TrainState:
-    """teacher_dtype: store the teacher copy in this dtype (default: the params' own).
+               teacher_dtype: str | None = None, frozen_params=None) -> TrainState:
+    """params: what trains (the adapters with LoRA, then `frozen_params` = the base).
+    teacher_dtype: store the teacher copy in this dtype (default: the params' own).
     A bf16 EMA teacher barely moves: at alpha 0.01 an update smaller than half a bf16 ulp
     (~0.2% of the weight) rounds away, so the teacher stays near its initial weights until the
     student has drifted ~20% (benchmarks/precision.py measures it)."""
@@ -70,12 +85,13 @@ def init_state(params, tx: optax.GradientTransformation, teacher_kind: str, seed
         return x.astype(teacher_dtype) if teacher_dtype and jnp.issubdtype(x.dtype, jnp.floating) else x
     teacher = None if teacher_kind == "live" else jax.tree.map(teacher_copy, params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, teacher_params=teacher,
-                      opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(seed)))
+                      opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(seed)),
+                      frozen_params=frozen_params)
 
 
-def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh) -> TrainState:
+def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh, frozen_shardings=None) -> TrainState:
     """Params and teacher with the parameter shardings; optimizer moments follow the params they
-    track (matched by shape and tree path); scalars replicated."""
+    track (matched by shape and tree path); scalars replicated; the frozen base (LoRA) with its own."""
     replicated = NamedSharding(mesh, P())
     flat_params = {_path_key(p): s for p, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
 
@@ -89,7 +105,7 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh) -> 
     opt_sh = jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state)
     return TrainState(step=replicated, params=param_shardings,
                       teacher_params=None if abstract_state.teacher_params is None else param_shardings,
-                      opt_state=opt_sh, rng=replicated)
+                      opt_state=opt_sh, rng=replicated, frozen_params=frozen_shardings)
 
 
 def _path_key(path) -> tuple:

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from sdft_jax import losses
+from sdft_jax.model.lora import combine
 from sdft_jax.train_state import TEACHER_KINDS, TrainState
 
 METHODS = ("sdft", "sft")
@@ -63,15 +64,16 @@ def completion_hidden(model, tokens, mask, n: int):
     return h[:, -n - 1:-1]
 
 
-def _micro_loss(params, teacher_params, mb, graphdef, sc: StepConfig, normalizer):
-    """Loss (a SUM over this micro-batch divided by the global normalizer) and metric sums."""
+def _micro_loss(params, teacher_params, frozen, mb, graphdef, sc: StepConfig, normalizer):
+    """Loss (a SUM over this micro-batch divided by the global normalizer) and metric sums.
+    `params` is what trains: the whole model, or the LoRA adapters over the `frozen` base."""
     n = mb["completion_mask"].shape[1]
     targets = mb["student_tokens"][:, -n:]
-    student = nnx.merge(graphdef, params)
+    student = nnx.merge(graphdef, combine(frozen, params))
     s_hidden = completion_hidden(student, mb["student_tokens"], mb["student_mask"], n)
     t_hidden = t_head = None
     if sc.method == "sdft":
-        teacher = nnx.merge(graphdef, jax.lax.stop_gradient(teacher_params))
+        teacher = nnx.merge(graphdef, combine(frozen, jax.lax.stop_gradient(teacher_params)))
         t_hidden = jax.lax.stop_gradient(
             completion_hidden(teacher, mb["teacher_tokens"], mb["teacher_mask"], n))
         t_head = jax.lax.stop_gradient(teacher.head_weights())
@@ -135,13 +137,13 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
             raise ValueError(f"batch of {B} is not divisible by batch.micro_batches={sc.micro_batches}")
 
         if sc.micro_batches == 1:
-            (loss, sums), grads = grad_fn(params, teacher_params, batch, graphdef, sc, normalizer)
+            (loss, sums), grads = grad_fn(params, teacher_params, state.frozen_params, batch, graphdef, sc, normalizer)
         else:
             micro = jax.tree.map(lambda x: x.reshape(sc.micro_batches, B // sc.micro_batches, *x.shape[1:]),
                                  batch)
 
             def accumulate(carry, mb):
-                (l, s), g = grad_fn(params, teacher_params, mb, graphdef, sc, normalizer)
+                (l, s), g = grad_fn(params, teacher_params, state.frozen_params, mb, graphdef, sc, normalizer)
                 c_loss, c_sums, c_grads = carry
                 c_sums = {k: (jnp.minimum(c_sums[k], s[k]) if k.endswith("_min") else
                               jnp.maximum(c_sums[k], s[k]) if k.endswith("_max") else c_sums[k] + s[k])
@@ -149,7 +151,7 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
                 return (c_loss + l, c_sums, jax.tree.map(jnp.add, c_grads, g)), None
 
             first = jax.tree.map(lambda x: x[0], micro)
-            (loss, sums), grads = grad_fn(params, teacher_params, first, graphdef, sc, normalizer)
+            (loss, sums), grads = grad_fn(params, teacher_params, state.frozen_params, first, graphdef, sc, normalizer)
             rest = jax.tree.map(lambda x: x[1:], micro)
             (loss, sums, grads), _ = jax.lax.scan(accumulate, (loss, sums, grads), rest)
 

@@ -42,6 +42,10 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     ({"teacher.ema_dtype": "float64"}, "teacher.ema_dtype: must be '', float32 or bfloat16"),
     ({"data.bucket_growth": 1.0}, "data.bucket_growth: must be in (1, 4], got 1.0"),
     ({"method": "sdft", "loss.kind": "jsd", "loss.beta": 1.5}, "loss.beta: must be in"),
+    ({"model.lora.rank": 8, "model.lora.targets": "q,qkv"},
+     "model.lora.targets: qkv is not a projection; choose among q,k,v,o,gate,up,down"),
+    ({"model.lora.rank": 8, "model.lora.base_dtype": "fp8"}, "model.lora.base_dtype: must be one of"),
+    ({"model.lora.rank": -1}, "model.lora.rank: must be >= 0"),
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):

@@ -18,6 +18,7 @@ SUPPORTED_ARCHS = {
 }
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections an adapter may wrap
 
 
 class ModelConfigError(ValueError):
@@ -48,6 +49,10 @@ class ModelConfig:
     dtype: str = "bfloat16"  # compute dtype; logits are always returned in fp32
     remat: str = "none"
     scan_layers: bool = True
+    # LoRA (model/lora.py): rank 0 = off; W x + (alpha / rank) * B A x on each target projection.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -58,11 +63,19 @@ class ModelConfig:
             raise ModelConfigError(f"head_dim={self.head_dim} must be even for rotary embeddings")
         if self.remat not in REMAT_POLICIES:
             raise ModelConfigError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
+        bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if bad or (self.lora_rank > 0 and not self.lora_targets) or self.lora_rank < 0:
+            raise ModelConfigError(f"model.lora.targets={','.join(self.lora_targets)!r} (rank {self.lora_rank}): "
+                                   f"expected a non-empty subset of {','.join(LORA_TARGETS)}")
         if self.rope_scaling is not None:
             rope_type = dict(self.rope_scaling).get("rope_type", "default")
             if rope_type not in SUPPORTED_ROPE_TYPES:
                 raise ModelConfigError(
                     f"rope scaling type {rope_type!r} is not supported; supported: {SUPPORTED_ROPE_TYPES}")
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
     @property
     def rope_scaling_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sdft_jax import sharding as shd
-from sdft_jax.model import hf_io
+from sdft_jax.model import hf_io, lora
 from sdft_jax.model import params as param_specs
 from sdft_jax.model.config import ModelConfig, read_hf_config
 from sdft_jax.model.transformer import Transformer
@@ -59,6 +59,15 @@ def init_params(cfg: ModelConfig, seed: int, mesh: Mesh | None = None) -> dict:
     return make()
 
 
+def init_adapters(cfg: ModelConfig, seed: int, shardings: dict) -> dict:
+    """The LoRA adapters a random init with `seed` creates (the base's random weights are dead code
+    in this program, so they are never materialized): A kaiming-uniform, B = 0."""
+    @functools.partial(jax.jit, out_shardings=shardings)
+    def make():
+        return lora.split_adapters(nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)), nnx.Param)))[0]
+    return make()
+
+
 def make_apply(graphdef):
     """apply(params, tokens, attention_mask=None, positions=None) -> fp32 logits [B, T, V]."""
     def apply(params, tokens, attention_mask=None, positions=None):
@@ -98,7 +107,11 @@ class PretrainedModel:
         return self.apply(self.params, tokens, attention_mask, positions)
 
     def save_pretrained(self, out_dir: str, params=None, dtype=None) -> None:
-        hf_io.save_params(out_dir, self.params if params is None else params, self.config,
+        """An HF folder; LoRA adapters are merged into the base weights."""
+        params = self.params if params is None else params
+        if lora.has_adapters(params):
+            params = lora.merged(params, self.config)
+        hf_io.save_params(out_dir, params, self.config,
                           self.hf_config, dtype=dtype, tokenizer=self.tokenizer, source_dir=self.path)
 
 
@@ -135,10 +148,13 @@ def load_tokenizer(path: str):
 
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
                     compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
-                    rules=shd.TRAIN_RULES, tokenizer: bool = True) -> PretrainedModel:
+                    rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
+                    lora_targets: tuple[str, ...] = (), lora_seed: int = 0) -> PretrainedModel:
     """Loads a local HF folder straight into the mesh's parameter sharding.
 
     dtype: parameter dtype ("float32" or "bfloat16"); compute_dtype defaults to dtype.
+    lora_rank > 0: adds LoRA adapters on `lora_targets`, initialized from `lora_seed` (B = 0, so
+    the model's outputs are the base's).
     """
     start = time.perf_counter()
     if not os.path.isdir(path):
@@ -146,11 +162,14 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
     hf_config = read_hf_config(path)
     cfg = ModelConfig.from_hf_dict(hf_config, source=os.path.join(path, "config.json"),
                                    param_dtype=dtype, dtype=compute_dtype or dtype,
-                                   remat=remat, scan_layers=scan_layers)
+                                   remat=remat, scan_layers=scan_layers, lora_rank=lora_rank,
+                                   lora_alpha=lora_alpha, lora_targets=tuple(lora_targets) if lora_rank else ())
     mesh = mesh or shd.single_device_mesh()
     graphdef, abstract = abstract_model(cfg)
-    shardings = param_shardings(cfg, mesh, abstract, rules)
-    params = hf_io.load_params(path, cfg, abstract, shardings)
+    adapter_sh, base_sh = lora.split_adapters(param_shardings(cfg, mesh, abstract, rules))
+    params = hf_io.load_params(path, cfg, lora.split_adapters(abstract)[1], base_sh)
+    if cfg.lora_rank:
+        params = lora.combine(params, init_adapters(cfg, lora_seed, adapter_sh))
     tok = load_tokenizer(path) if tokenizer else None
     jax.block_until_ready(params)
     return PretrainedModel(cfg, params, graphdef, tok, mesh, hf_config, path,

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Sharding
 
 from sdft_jax.model.config import ModelConfig
-from sdft_jax.model.params import hf_names
+from sdft_jax.model.params import hf_names, is_adapter
 from sdft_jax.model.safetensors_io import SafetensorsFolder, write_safetensors
 
 # Buffers some old checkpoints carry; they hold nothing we need.
@@ -114,10 +114,13 @@ def save_params(out_dir: str, params: dict, cfg: ModelConfig, hf_config: dict, *
 
     Tensors are fetched from devices one layer slice at a time. On multi-host jobs every process
     takes part in the gathers; only process 0 writes."""
+    flat = _flat(params)
+    if any(is_adapter(k) for k in flat):
+        raise ValueError("save_params: the params hold LoRA adapters; merge them first (model.lora.merged) or "
+                         "export them with model.lora.save_peft_adapter")
     writer = jax.process_index() == 0
     if writer:
         os.makedirs(out_dir, exist_ok=True)
-    flat = _flat(params)
     specs = []  # (hf name, shape, dtype, our key, layer index or None, transposed)
     for key, leaf in flat.items():
         dt = np.dtype(dtype or leaf.dtype)

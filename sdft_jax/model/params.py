@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from sdft_jax.model.config import ModelConfig
+from sdft_jax.model.config import LORA_TARGETS, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,9 +19,10 @@ class ParamSpec:
     shape: Callable[[ModelConfig], tuple[int, ...]]
     axes: tuple[str | None, ...]  # logical axes (sharding.TRAIN_RULES), per layer for layer params
     hf: str  # name in the HF checkpoint (inside model.layers.{i}. for layer params)
-    init: str = "normal"  # normal (std 0.02) | ones | zeros
+    init: str = "normal"  # normal (std 0.02) | ones | zeros | lora_a (PEFT's kaiming-uniform, +-1/sqrt(in))
     transposed: bool = False
     present: Callable[[ModelConfig], bool] = lambda cfg: True
+    adapter: bool = False  # a LoRA factor: trained, kept in float32, exported in PEFT format (hf = PEFT name)
 
 
 def _d(c): return c.hidden_size  # noqa: E704
@@ -46,6 +47,21 @@ LAYER = {
     "up": ParamSpec(lambda c: (_d(c), c.intermediate_size), ("embed", "mlp"), "mlp.up_proj.weight", transposed=True),
     "down": ParamSpec(lambda c: (c.intermediate_size, _d(c)), ("mlp", "embed"), "mlp.down_proj.weight", transposed=True),
 }
+
+
+def _lora_rows(target: str, base: ParamSpec, module: str) -> dict[str, ParamSpec]:
+    """A [in, r] and B [r, out] for the projection `base` (PEFT stores A [r, in], B [out, r])."""
+    on = lambda c: c.lora_rank > 0 and target in c.lora_targets  # noqa: E731
+    return {f"{target}_lora_a": ParamSpec(lambda c: (base.shape(c)[0], c.lora_rank), (base.axes[0], None),
+                                          f"{module}.lora_A.weight", "lora_a", True, on, adapter=True),
+            f"{target}_lora_b": ParamSpec(lambda c: (c.lora_rank, base.shape(c)[1]), (None, base.axes[1]),
+                                          f"{module}.lora_B.weight", "zeros", True, on, adapter=True)}
+
+
+# After every base row, so adding adapters does not change how the base's random keys are drawn.
+for _t in LORA_TARGETS:
+    LAYER.update(_lora_rows(_t, LAYER[_t], LAYER[_t].hf.rsplit(".", 1)[0]))
+
 # `layers` is created between embed and final_norm (transformer.Transformer).
 TOP = {
     "embed": ParamSpec(lambda c: (c.vocab_size, _d(c)), ("vocab", "embed"), "model.embed_tokens.weight"),
@@ -62,6 +78,10 @@ def spec_of(path: tuple[str, ...]) -> ParamSpec:
 def logical_axes(path: tuple[str, ...]) -> tuple[str | None, ...]:
     spec = spec_of(path)
     return ("layers", *spec.axes) if path[0] == "layers" else spec.axes
+
+
+def is_adapter(path: tuple[str, ...]) -> bool:
+    return path[0] == "layers" and LAYER[path[1]].adapter
 
 
 def hf_names(path: tuple[str, ...], num_layers: int) -> list[tuple[str, bool]]:
