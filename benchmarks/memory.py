@@ -4,6 +4,8 @@ the compiler's memory analysis of abstract inputs (no weights are loaded or allo
     python benchmarks/memory.py [--model qwen2.5-7b] [--devices 8] [--mesh 1,8,1] [--prompts 32]
         [--micro_batches 4] [--lengths 1024,2048,2048] [--remat dots_no_batch] [--chunk 256]
         [--param_dtype bfloat16] [--teacher_dtype float32] [--hbm_gib 95]
+        [--lora_rank 16 --base_dtype bfloat16|int8|nf4 --lora_targets q,k,v,o,gate,up,down]
+        [--rollout_batches 1]
 
 It compiles for `--devices` virtual CPU devices (XLA_FLAGS is set before jax is imported), so
 argument sizes (params, EMA teacher, AdamW moments, batch) are exact per device; temporary
@@ -47,6 +49,10 @@ def main():
     ap.add_argument("--hbm_gib", type=float, default=95.0)
     ap.add_argument("--query_block", type=int, default=0,
                     help="causal attention query block (0 = the model's default, 256; >= T = unblocked)")
+    ap.add_argument("--lora_rank", type=int, default=0, help="> 0: LoRA; the state holds the adapters only")
+    ap.add_argument("--lora_targets", default="q,k,v,o,gate,up,down")
+    ap.add_argument("--base_dtype", default="bfloat16", help="LoRA base: bfloat16 | float32 | int8 | nf4")
+    ap.add_argument("--rollout_batches", type=int, default=1, help="sampling.rollout_batches")
     args = ap.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -55,6 +61,7 @@ def main():
 
     from sdft_jax import sharding as shd
     from sdft_jax.model import ModelConfig, abstract_model, param_shardings
+    from sdft_jax.model.lora import split_adapters
     from sdft_jax.sampler import SamplingConfig, make_generate
     from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
     from sdft_jax.train_step import StepConfig, make_train_step
@@ -62,14 +69,23 @@ def main():
     if args.query_block:
         from sdft_jax.model import transformer
         transformer.QUERY_BLOCK = args.query_block
+    quantized = args.base_dtype in ("int8", "nf4")
+    lora_kw = {}
+    if args.lora_rank:
+        lora_kw = dict(lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
+                       base_quant=args.base_dtype if quantized else "")
+        args.param_dtype = "bfloat16" if quantized else args.base_dtype
     cfg = ModelConfig.from_hf_dict(MODELS[args.model], param_dtype=args.param_dtype, dtype="bfloat16",
-                                   remat=args.remat)
+                                   remat=args.remat, **lora_kw)
     mesh = shd.make_mesh(*[int(x) for x in args.mesh.split(",")])
     graphdef, abstract = abstract_model(cfg)
     p_sh = param_shardings(cfg, mesh, abstract)
     tx = make_optimizer(OptimConfig())
-    abs_state = jax.eval_shape(lambda p: init_state(p, tx, "ema", 0, args.teacher_dtype or None), abstract)
-    st_sh = state_shardings(abs_state, p_sh, mesh)
+    trainable, frozen = split_adapters(abstract) if args.lora_rank else (abstract, None)
+    train_sh, frozen_sh = split_adapters(p_sh) if args.lora_rank else (p_sh, None)
+    abs_state = jax.eval_shape(lambda p, f: init_state(p, tx, "ema", 0, args.teacher_dtype or None, f),
+                               trainable, frozen)
+    st_sh = state_shardings(abs_state, train_sh, mesh, frozen_sh)
     Ps, Pt, N = (int(x) for x in args.lengths.split(","))
     B = args.prompts
     bsh = shd.batch_sharding(mesh, 2)
@@ -84,9 +100,12 @@ def main():
     jitted = jax.jit(step, in_shardings=(st_sh, {k: bsh for k in batch}),
                      out_shardings=(st_sh, shd.replicated(mesh)), donate_argnums=(0,))
     gib = 2 ** 30
-    n_params = sum(x.size for x in jax.tree.leaves(abstract))
-    print(f"{args.model}: {n_params / 1e9:.2f}B params ({args.param_dtype}, teacher "
-          f"{args.teacher_dtype or args.param_dtype}, compute bfloat16), mesh {dict(mesh.shape)} on "
+    # Counted unquantized (NF4 codes pack two weights per byte).
+    n_params = sum(x.size for x in jax.tree.leaves(abstract_model(cfg.replace(base_quant=""))[1]))
+    what = (f"LoRA rank {args.lora_rank} on {args.lora_targets} over a frozen {args.base_dtype} base "
+            f"({sum(x.size for x in jax.tree.leaves(trainable)) / 1e6:.1f}M trainable), fp32 adapters / EMA"
+            if args.lora_rank else f"{args.param_dtype}, teacher {args.teacher_dtype or args.param_dtype}")
+    print(f"{args.model}: {n_params / 1e9:.2f}B params ({what}, compute bfloat16), mesh {dict(mesh.shape)} on "
           f"{args.devices} devices, {B} prompts x (student {Ps} / teacher {Pt} / completion {N}), "
           f"{args.micro_batches} micro-batches, remat={args.remat}, loss chunk {args.chunk}")
     print("| program | arguments GiB/device | temporaries GiB/device | total GiB/device | fits in "
@@ -96,12 +115,13 @@ def main():
     total = (m.argument_size_in_bytes + m.temp_size_in_bytes) / gib
     print(f"| SDFT train step | {m.argument_size_in_bytes / gib:.2f} | {m.temp_size_in_bytes / gib:.2f} | "
           f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |", flush=True)
-    gen = make_generate(graphdef, cfg, SamplingConfig(max_new_tokens=N), cache_sharding=jax.sharding.NamedSharding(
+    gen = make_generate(graphdef, cfg, SamplingConfig(max_new_tokens=N, rollout_batches=args.rollout_batches),
+                        cache_sharding=jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES, None, "tensor", None)))
     p_abs = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, p_sh)
     mg = gen.lower(p_abs, s((B, Ps)), s((B, Ps)), jax.random.key(0)).compile().memory_analysis()
     total = (mg.argument_size_in_bytes + mg.temp_size_in_bytes) / gib
-    print(f"| sampler ({B} x {Ps}+{N}) | {mg.argument_size_in_bytes / gib:.2f} | {mg.temp_size_in_bytes / gib:.2f} | "
+    print(f"| sampler ({B} x {Ps}+{N}, {args.rollout_batches} rollout batches) | {mg.argument_size_in_bytes / gib:.2f} | {mg.temp_size_in_bytes / gib:.2f} | "
           f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |")
 
 

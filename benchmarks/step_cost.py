@@ -2,6 +2,7 @@
 
     python benchmarks/step_cost.py [--model tiny|PATH] [--prompts 8] [--student_prompt 128]
         [--demonstration 256] [--completion 256] [--dtype float32] [--repeats 3] [--peak_tflops 0]
+        [--lora_rank 16 [--base_dtype int8|nf4]]
 
 Synthetic token batches with the paper's structure: student prompt Ps, teacher context
 Pt = Ps + demonstration + template, completion N (SFT's target = the demonstration, padded to N).
@@ -41,6 +42,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="per device, for MFU")
     ap.add_argument("--torch_reference", action="store_true")
+    ap.add_argument("--lora_rank", type=int, default=0,
+                    help="> 0: also time the SDFT and SFT steps with LoRA on every projection (same run)")
+    ap.add_argument("--base_dtype", default="", help="LoRA base: '' = --dtype, or int8 | nf4")
     ap.add_argument("--query_block", type=int, default=0,
                     help="causal attention query block (0 = the model's default, 256; >= T = unblocked)")
     args = ap.parse_args()
@@ -52,6 +56,7 @@ def main():
 
     from sdft_jax import sharding as shd
     from sdft_jax.model import load_pretrained, param_shardings
+    from sdft_jax.model.lora import split_adapters
     from sdft_jax.sampler import SamplingConfig, make_generate
     from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
     from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
@@ -83,12 +88,16 @@ def main():
     tx = make_optimizer(OptimConfig(lr=1e-5, warmup_steps=0))
     graphdef = model.graphdef
 
-    def state_and_step(method):
+    def state_and_step(method, m=model):
         sc = StepConfig(method=method, chunk_size=args.chunk_size)
-        state = init_state(jax.tree.map(jnp.copy, model.params), tx, sc.teacher_kind, 0)  # the step donates it
-        st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
+        params = jax.tree.map(jnp.copy, m.params)  # the step donates it
+        p_sh = param_shardings(m.config, mesh, m.params)
+        (trainable, frozen), (train_sh, frozen_sh) = ((split_adapters(params), split_adapters(p_sh))
+                                                      if m.config.lora_rank else ((params, None), (p_sh, None)))
+        state = init_state(trainable, tx, sc.teacher_kind, 0, frozen_params=frozen)
+        st_sh = state_shardings(state, train_sh, mesh, frozen_sh)
         batch = sdft if method == "sdft" else sft
-        step = jit_train_step(make_train_step(graphdef, sc, tx), st_sh, {k: sh for k in batch}, shd.replicated(mesh))
+        step = jit_train_step(make_train_step(m.graphdef, sc, tx), st_sh, {k: sh for k in batch}, shd.replicated(mesh))
         holder = {"state": jax.device_put(state, st_sh)}
 
         def run():
@@ -127,6 +136,19 @@ def main():
     print(f"\nSDFT step (generate + sdft_step) = {t_gen + t_sdft:.3f} s; SFT step = {t_sft:.3f} s; "
           f"ratio SDFT/SFT = {(t_gen + t_sdft) / t_sft:.2f}x; "
           f"completion tokens/s (SDFT) = {B * N / (t_gen + t_sdft):,.0f}")
+    if args.lora_rank:
+        quantized = args.base_dtype in ("int8", "nf4")
+        lm = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat, lora_rank=args.lora_rank,
+                             lora_targets=("q", "k", "v", "o", "gate", "up", "down"),
+                             base_quant=args.base_dtype if quantized else "")
+        t_lora = {k: median_seconds(state_and_step(k, lm), args.repeats) for k in ("sdft", "sft")}
+        n_train = sum(x.size for x in jax.tree.leaves(split_adapters(lm.params)[0]))
+        print(f"\nLoRA rank {args.lora_rank} on q,k,v,o,gate,up,down ({n_train / 1e6:.2f}M trainable, base "
+              f"{args.base_dtype or args.dtype}), same batches:")
+        print("| step | full fine-tuning s | LoRA s | LoRA / full |")
+        print("|---|---:|---:|---:|")
+        for k, t in (("sdft", t_sdft), ("sft", t_sft)):
+            print(f"| {k}_step | {t:.3f} | {t_lora[k]:.3f} | {t_lora[k] / t:.2f} |")
     if args.torch_reference:
         _torch_reference(path, args.dtype, np.asarray(sdft["teacher_tokens"]), np.asarray(sft["student_tokens"]),
                          args.repeats, {"teacher_fwd": t_teacher, "sft_step": t_sft})

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
     pass
 
 
-LORA_BASE_DTYPES = ("bfloat16", "float32")
+LORA_BASE_DTYPES = ("bfloat16", "float32", "int8", "nf4")  # int8 / nf4 = QLoRA (model/quant.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,8 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
             importance_correction=c.loss.importance_correction, importance_cap=c.loss.importance_cap,
             micro_batches=c.batch.micro_batches)
         sampling = SamplingConfig(max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature,
-                                  top_k=c.sampling.top_k, top_p=c.sampling.top_p)
+                                  top_k=c.sampling.top_k, top_p=c.sampling.top_p,
+                                  rollout_batches=c.sampling.rollout_batches)
         optim = OptimConfig(lr=c.optim.lr, warmup_steps=c.optim.warmup_steps, total_steps=c.steps,
                             schedule=c.optim.schedule, b1=c.optim.b1, b2=c.optim.b2, eps=c.optim.eps,
                             weight_decay=c.optim.weight_decay, grad_clip=c.optim.grad_clip)
@@ -83,6 +84,9 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     _need((G // c.batch.micro_batches) % dp == 0, "batch.prompts_per_step",
           f"micro-batch of {G // c.batch.micro_batches} prompts is not divisible by the data-parallel "
           f"mesh size data*fsdp={dp}")
+    _need(G % c.sampling.rollout_batches == 0 and (G // c.sampling.rollout_batches) % dp == 0,
+          "sampling.rollout_batches", f"{c.sampling.rollout_batches} groups of batch.prompts_per_step={G} prompts "
+          f"must each be divisible by the data-parallel mesh size data*fsdp={dp}")
     _need(G % num_processes == 0, "batch.prompts_per_step", f"{G} is not divisible by {num_processes} processes")
     _need(c.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {c.checkpoint.every}")
     _need(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")

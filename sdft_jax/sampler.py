@@ -32,6 +32,9 @@ class SamplingConfig:
     # The decode loop is split into up to this many chunks of >= 64 steps; the KV cache holds only
     # the slots filled by a chunk's end and grows between chunks (1 = one P + N buffer throughout).
     decode_chunks: int = 8
+    # The batch's rows are generated in this many sequential groups (one KV cache of B / groups rows
+    # at a time): less memory, same tokens per group seed. 1 = all rows at once.
+    rollout_batches: int = 1
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -44,6 +47,8 @@ class SamplingConfig:
             raise ValueError(f"sampling.top_k={self.top_k} must be >= 0")
         if self.decode_chunks < 1:
             raise ValueError(f"sampling.decode_chunks={self.decode_chunks} must be >= 1")
+        if self.rollout_batches < 1:
+            raise ValueError(f"sampling.rollout_batches={self.rollout_batches} must be >= 1")
 
     @property
     def greedy(self) -> bool:
@@ -106,6 +111,18 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
             # XLA sinks the converts into the decode loop and reads the fp32 weights every token.
             params = jax.lax.optimization_barrier(jax.tree.map(
                 lambda x: x.astype(cfg.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params))
+        G = sc.rollout_batches
+        if G == 1:
+            return generate_rows(params, prompt_tokens, prompt_mask, key)
+        B = prompt_tokens.shape[0]
+        if B % G:
+            raise ValueError(f"a batch of {B} prompts is not divisible by sampling.rollout_batches={G}")
+        groups = jax.tree.map(lambda x: x.reshape(G, B // G, *x.shape[1:]), (prompt_tokens, prompt_mask))
+        out = jax.lax.map(lambda g: generate_rows(params, g[0], g[1], jax.random.fold_in(key, 1_000_003 + g[2])),
+                          (*groups, jnp.arange(G)))
+        return jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), out)
+
+    def generate_rows(params, prompt_tokens, prompt_mask, key):
         model = nnx.merge(graphdef, params)
         B, P = prompt_tokens.shape
         prompt_mask = prompt_mask.astype(jnp.int32)

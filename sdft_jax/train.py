@@ -138,8 +138,10 @@ def _train(config, workdir: str, settings) -> dict:
 
     model_path = config.model.path
     lora_cfg = config.model.lora
-    dtype = lora_cfg.base_dtype if lora_cfg.rank else config.model.dtype
-    model = load_pretrained(model_path, dtype=dtype, mesh=mesh,
+    # LoRA: the frozen base in lora.base_dtype; int8 / nf4 quantize its projections, the rest is bf16.
+    quantized = lora_cfg.rank and lora_cfg.base_dtype in ("int8", "nf4")
+    dtype = ("bfloat16" if quantized else lora_cfg.base_dtype) if lora_cfg.rank else config.model.dtype
+    model = load_pretrained(model_path, dtype=dtype, mesh=mesh, base_quant=lora_cfg.base_dtype if quantized else "",
                             compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
                             scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank,
                             lora_alpha=lora_cfg.alpha, lora_targets=settings.lora_targets, lora_seed=config.seed)

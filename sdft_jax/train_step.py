@@ -64,7 +64,7 @@ def completion_hidden(model, tokens, mask, n: int):
     return h[:, -n - 1:-1]
 
 
-def _micro_loss(params, teacher_params, frozen, mb, graphdef, sc: StepConfig, normalizer):
+def _micro_loss(params, teacher_params, mb, graphdef, sc: StepConfig, normalizer, frozen=None):
     """Loss (a SUM over this micro-batch divided by the global normalizer) and metric sums.
     `params` is what trains: the whole model, or the LoRA adapters over the `frozen` base."""
     n = mb["completion_mask"].shape[1]
@@ -137,13 +137,13 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
             raise ValueError(f"batch of {B} is not divisible by batch.micro_batches={sc.micro_batches}")
 
         if sc.micro_batches == 1:
-            (loss, sums), grads = grad_fn(params, teacher_params, state.frozen_params, batch, graphdef, sc, normalizer)
+            (loss, sums), grads = grad_fn(params, teacher_params, batch, graphdef, sc, normalizer, state.frozen_params)
         else:
             micro = jax.tree.map(lambda x: x.reshape(sc.micro_batches, B // sc.micro_batches, *x.shape[1:]),
                                  batch)
 
             def accumulate(carry, mb):
-                (l, s), g = grad_fn(params, teacher_params, state.frozen_params, mb, graphdef, sc, normalizer)
+                (l, s), g = grad_fn(params, teacher_params, mb, graphdef, sc, normalizer, state.frozen_params)
                 c_loss, c_sums, c_grads = carry
                 c_sums = {k: (jnp.minimum(c_sums[k], s[k]) if k.endswith("_min") else
                               jnp.maximum(c_sums[k], s[k]) if k.endswith("_max") else c_sums[k] + s[k])
@@ -151,7 +151,7 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
                 return (c_loss + l, c_sums, jax.tree.map(jnp.add, c_grads, g)), None
 
             first = jax.tree.map(lambda x: x[0], micro)
-            (loss, sums), grads = grad_fn(params, teacher_params, state.frozen_params, first, graphdef, sc, normalizer)
+            (loss, sums), grads = grad_fn(params, teacher_params, first, graphdef, sc, normalizer, state.frozen_params)
             rest = jax.tree.map(lambda x: x[1:], micro)
             (loss, sums, grads), _ = jax.lax.scan(accumulate, (loss, sums, grads), rest)
 

@@ -29,7 +29,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
         c.data.path, c.data.task, c.steps = c.stages[0].path, c.stages[0].task, c.stages[0].steps
     if not os.path.isdir(c.model.path):  # real checkpoints are not here: point at any folder to validate the rest
         c.model.path = str(tmp_path)
-    settings = resolve(c, num_devices=4)  # e.g. a TPU v5p-8 (4 chips)
+    settings = resolve(c, num_devices=1 if name.endswith("_gpu.py") else 4)  # one GPU, or e.g. a TPU v5p-8
     assert settings.step.loss_kind == "forward_kl" and settings.step.teacher_kind == "ema"
     assert c.loss.skip_first_tokens == 3 and c.teacher.ema_alpha == 0.01
 

@@ -1,4 +1,5 @@
 """Sampler vs transformers generate (greedy), vs the full forward pass, and vs softmax statistics."""
+import dataclasses
 import math
 
 import jax
@@ -200,3 +201,24 @@ def test_chunked_decode_reads_only_filled_slots_and_equals_the_full_forward(tiny
             model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0)).as_text().count("stablehlo.while")
     whole_sc = SamplingConfig(max_new_tokens=140, temperature=1.0, decode_chunks=1)
     assert loops(chunked) - loops(whole_sc) == 2 * 2  # 2 more decode loops, each with its layer scan
+
+
+def test_rollout_batches_generate_each_group_as_its_own_rollout(tiny_qwen2):
+    """sampling.rollout_batches=2: the batch's halves, each generated alone with its group's key."""
+    model = load_pretrained(tiny_qwen2, dtype="float32")
+    tokens, mask = hf.left_padded_batch(batch=4, length=10)
+    key = jax.random.key(3)
+    sc = SamplingConfig(max_new_tokens=12, temperature=1.0)
+    grouped = make_generate(model.graphdef, model.config, dataclasses.replace(sc, rollout_batches=2))(
+        model.params, jnp.asarray(tokens), jnp.asarray(mask), key)
+    whole = make_generate(model.graphdef, model.config, sc)
+    for g, rows in enumerate((slice(0, 2), slice(2, 4))):
+        alone = whole(model.params, jnp.asarray(tokens[rows]), jnp.asarray(mask[rows]),
+                      jax.random.fold_in(key, 1_000_003 + g))
+        np.testing.assert_array_equal(np.asarray(grouped.tokens[rows]), np.asarray(alone.tokens))
+        np.testing.assert_array_equal(np.asarray(grouped.mask[rows]), np.asarray(alone.mask))
+        np.testing.assert_allclose(np.asarray(grouped.model_logprobs[rows]), np.asarray(alone.model_logprobs),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not divisible by sampling.rollout_batches=3"):
+        make_generate(model.graphdef, model.config, dataclasses.replace(sc, rollout_batches=3))(
+            model.params, jnp.asarray(tokens), jnp.asarray(mask), key)

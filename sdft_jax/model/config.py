@@ -53,6 +53,7 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ()
+    base_quant: str = ""  # "" | int8 | nf4: the frozen base's projections quantized (QLoRA, model/quant.py)
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -67,6 +68,8 @@ class ModelConfig:
         if bad or (self.lora_rank > 0 and not self.lora_targets) or self.lora_rank < 0:
             raise ModelConfigError(f"model.lora.targets={','.join(self.lora_targets)!r} (rank {self.lora_rank}): "
                                    f"expected a non-empty subset of {','.join(LORA_TARGETS)}")
+        if self.base_quant and (self.base_quant not in ("int8", "nf4") or not self.lora_rank):
+            raise ModelConfigError(f"base_quant={self.base_quant!r}: int8 or nf4, and only with LoRA (rank > 0)")
         if self.rope_scaling is not None:
             rope_type = dict(self.rope_scaling).get("rope_type", "default")
             if rope_type not in SUPPORTED_ROPE_TYPES:

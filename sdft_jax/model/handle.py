@@ -14,9 +14,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sdft_jax import sharding as shd
-from sdft_jax.model import hf_io, lora
+from sdft_jax.model import hf_io, lora, quant
 from sdft_jax.model import params as param_specs
-from sdft_jax.model.config import ModelConfig, read_hf_config
+from sdft_jax.model.config import ModelConfig, ModelConfigError, read_hf_config
 from sdft_jax.model.transformer import Transformer
 
 def abstract_model(cfg: ModelConfig):
@@ -149,12 +149,13 @@ def load_tokenizer(path: str):
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
                     compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
                     rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
-                    lora_targets: tuple[str, ...] = (), lora_seed: int = 0) -> PretrainedModel:
+                    lora_targets: tuple[str, ...] = (), lora_seed: int = 0, base_quant: str = "") -> PretrainedModel:
     """Loads a local HF folder straight into the mesh's parameter sharding.
 
     dtype: parameter dtype ("float32" or "bfloat16"); compute_dtype defaults to dtype.
     lora_rank > 0: adds LoRA adapters on `lora_targets`, initialized from `lora_seed` (B = 0, so
-    the model's outputs are the base's).
+    the model's outputs are the base's). base_quant "int8" | "nf4" (QLoRA): the base's projections
+    are quantized as they load (model/quant.py), one leaf at a time.
     """
     start = time.perf_counter()
     if not os.path.isdir(path):
@@ -163,17 +164,38 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
     cfg = ModelConfig.from_hf_dict(hf_config, source=os.path.join(path, "config.json"),
                                    param_dtype=dtype, dtype=compute_dtype or dtype,
                                    remat=remat, scan_layers=scan_layers, lora_rank=lora_rank,
-                                   lora_alpha=lora_alpha, lora_targets=tuple(lora_targets) if lora_rank else ())
+                                   lora_alpha=lora_alpha, lora_targets=tuple(lora_targets) if lora_rank else (),
+                                   base_quant=base_quant)
     mesh = mesh or shd.single_device_mesh()
     graphdef, abstract = abstract_model(cfg)
     adapter_sh, base_sh = lora.split_adapters(param_shardings(cfg, mesh, abstract, rules))
-    params = hf_io.load_params(path, cfg, lora.split_adapters(abstract)[1], base_sh)
+    if cfg.base_quant:
+        params = _load_quantized(path, cfg, base_sh, mesh, rules)
+    else:
+        params = hf_io.load_params(path, cfg, lora.split_adapters(abstract)[1], base_sh)
     if cfg.lora_rank:
         params = lora.combine(params, init_adapters(cfg, lora_seed, adapter_sh))
     tok = load_tokenizer(path) if tokenizer else None
     jax.block_until_ready(params)
     return PretrainedModel(cfg, params, graphdef, tok, mesh, hf_config, path,
                            load_seconds=time.perf_counter() - start)
+
+
+def _load_quantized(path: str, cfg: ModelConfig, shardings: dict, mesh: Mesh, rules) -> dict:
+    """The base in cfg.param_dtype, each projection quantized (and its full-precision copy freed) in turn."""
+    plain = cfg.replace(base_quant="", lora_rank=0, lora_targets=())
+    _, abstract = abstract_model(plain)
+    for name in param_specs.QUANTIZABLE:
+        problem = quant.check_shape(cfg.base_quant, name, abstract["layers"][name].shape[1])
+        if problem:
+            raise ModelConfigError(f"model.lora.base_dtype={cfg.base_quant}: {problem}")
+    params = hf_io.load_params(path, plain, abstract, param_shardings(plain, mesh, abstract, rules))
+    layers = params["layers"]
+    for name in param_specs.QUANTIZABLE:
+        out_sh = (shardings["layers"][f"{name}_qcodes"], shardings["layers"][f"{name}_qscale"])
+        layers[f"{name}_qcodes"], layers[f"{name}_qscale"] = quant.quantize_leaf(layers.pop(name), cfg.base_quant,
+                                                                                  out_sh)
+    return params
 
 
 def from_params(cfg: ModelConfig, params: dict, hf_config: dict, tokenizer=None, mesh=None,

@@ -2,7 +2,7 @@
 
 The adapters are ordinary rows of the parameter table (`params.py`: `q_lora_a` [L, in, r],
 `q_lora_b` [L, r, out], float32), so the model, sharding and random init treat them like any
-parameter; `transformer._dense` adds `(alpha / r) * x A B`. Training keeps them apart from the
+parameter; `transformer._proj` adds `(alpha / r) * x A B`. Training keeps them apart from the
 base: `TrainState.params` holds the adapters (all the optimizer, EMA and checkpoints see) and
 `TrainState.frozen_params` the base, which is loaded once and never updated.
 
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdft_jax.model import params as specs
+from sdft_jax.model import quant
 from sdft_jax.model.config import ModelConfig
 from sdft_jax.model.safetensors_io import write_safetensors
 
@@ -50,6 +51,10 @@ def merged(params: dict, cfg: ModelConfig) -> dict:
     the plain model a Hugging Face checkpoint holds."""
     adapters, base = split_adapters(params)
     layers = dict(base["layers"])
+    if cfg.base_quant:  # QLoRA: the dequantized base, in the dtype of the unquantized leaves
+        for t in specs.QUANTIZABLE:
+            layers[t] = quant.dequantize(layers.pop(f"{t}_qcodes"), layers.pop(f"{t}_qscale"), cfg.base_quant,
+                                         jnp.dtype(cfg.param_dtype))
     for t in cfg.lora_targets:
         a, b = adapters["layers"][f"{t}_lora_a"], adapters["layers"][f"{t}_lora_b"]
         w = layers[t]

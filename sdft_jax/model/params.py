@@ -23,6 +23,7 @@ class ParamSpec:
     transposed: bool = False
     present: Callable[[ModelConfig], bool] = lambda cfg: True
     adapter: bool = False  # a LoRA factor: trained, kept in float32, exported in PEFT format (hf = PEFT name)
+    quantized: str = ""  # "codes" | "scale": a QLoRA base projection (quant.py), read from `hf` and quantized
 
 
 def _d(c): return c.hidden_size  # noqa: E704
@@ -58,9 +59,25 @@ def _lora_rows(target: str, base: ParamSpec, module: str) -> dict[str, ParamSpec
                                           f"{module}.lora_B.weight", "zeros", True, on, adapter=True)}
 
 
-# After every base row, so adding adapters does not change how the base's random keys are drawn.
+def _quantized_rows(target: str, base: ParamSpec) -> dict[str, ParamSpec]:
+    """A QLoRA base projection: codes + scales (quant.py) instead of the weight itself."""
+    from sdft_jax.model import quant
+    on = lambda c: bool(c.base_quant)  # noqa: E731
+    return {f"{target}_qcodes": ParamSpec(lambda c: quant.code_shapes(c.base_quant, base.shape(c))[0], base.axes,
+                                          base.hf, "zeros", True, on, quantized="codes"),
+            f"{target}_qscale": ParamSpec(lambda c: quant.code_shapes(c.base_quant, base.shape(c))[1],
+                                          (None, base.axes[1]), base.hf, "ones", True, on, quantized="scale")}
+
+
+# After every base row, so adding adapters or quantizing does not change how the base's random
+# keys are drawn. A quantized projection's own row is absent (`present`), its codes and scales present.
 for _t in LORA_TARGETS:
-    LAYER.update(_lora_rows(_t, LAYER[_t], LAYER[_t].hf.rsplit(".", 1)[0]))
+    _base = LAYER[_t]
+    LAYER[_t] = dataclasses.replace(_base, present=lambda c: not c.base_quant)
+    LAYER.update(_lora_rows(_t, _base, _base.hf.rsplit(".", 1)[0]))
+    LAYER.update(_quantized_rows(_t, _base))
+
+QUANTIZABLE = LORA_TARGETS  # the projections a QLoRA base stores quantized
 
 # `layers` is created between embed and final_norm (transformer.Transformer).
 TOP = {

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sdft_jax.model import params, rope
+from sdft_jax.model import params, quant, rope
 from sdft_jax.model.config import ModelConfig
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked pad rows stay NaN-free
@@ -37,7 +37,9 @@ def _normal(rngs, shape, dtype, std=0.02):
 
 def _make(spec, cfg: ModelConfig, rngs: nnx.Rngs, stacked: bool) -> nnx.Param:
     shape = ((cfg.num_layers,) if stacked else ()) + spec.shape(cfg)
-    dt = jnp.dtype("float32" if spec.adapter else cfg.param_dtype)  # adapters train in fp32 (as PEFT's)
+    # Adapters train in fp32 (as PEFT's); a quantized base's codes are integers, its scales fp32.
+    dt = jnp.dtype("float32" if spec.adapter or spec.quantized == "scale" else
+                   quant.code_dtype(cfg.base_quant) if spec.quantized else cfg.param_dtype)
     if spec.init == "normal":
         return nnx.Param(_normal(rngs, shape, dt))
     if spec.init == "lora_a":
@@ -145,17 +147,18 @@ def rms_norm(x, weight, eps):
     return weight.astype(x.dtype) * xf.astype(x.dtype)
 
 
-def _dense(x, w, b=None, lora=None):
-    """x W (+ b) (+ scale * x A B): lora = (A [D, r], B [r, F], scale) or None."""
-    y = jnp.einsum("btd,df->btf", x, w.astype(x.dtype))
-    if lora is not None:
-        a, b_up, scale = lora
-        y = y + scale * jnp.einsum("btr,rf->btf", jnp.einsum("btd,dr->btr", x, a.astype(x.dtype)), b_up.astype(x.dtype))
-    return y if b is None else y + b.astype(x.dtype)
-
-
-def _lora(cfg: ModelConfig, p: dict, name: str):
-    return (p[f"{name}_lora_a"], p[f"{name}_lora_b"], cfg.lora_scale) if f"{name}_lora_a" in p else None
+def _proj(cfg: ModelConfig, p: dict, name: str, x_BxTxD):
+    """x W (+ bias) (+ (alpha / r) x A B with LoRA) for the projection `name` of layer params `p`;
+    W is stored, or dequantized from a QLoRA base's codes (quant.py) one layer at a time."""
+    w = p[name] if name in p else quant.dequantize(p[f"{name}_qcodes"], p[f"{name}_qscale"], cfg.base_quant,
+                                                   x_BxTxD.dtype)
+    y_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, w.astype(x_BxTxD.dtype))
+    if f"{name}_lora_a" in p:
+        a_Dxr, b_rxF = (p[f"{name}_lora_{f}"].astype(x_BxTxD.dtype) for f in "ab")
+        y_BxTxF = y_BxTxF + cfg.lora_scale * jnp.einsum("btr,rf->btf", jnp.einsum("btd,dr->btr", x_BxTxD, a_Dxr),
+                                                        b_rxF)
+    bias = p.get(f"{name}_bias")
+    return y_BxTxF if bias is None else y_BxTxF + bias.astype(x_BxTxD.dtype)
 
 
 def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
@@ -165,9 +168,9 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
     B, T, _ = x_BxTxD.shape
     H, N, K = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
     h_BxTxD = rms_norm(x_BxTxD, p["attn_norm"], cfg.rms_norm_eps)
-    q_BxTxNxH = _dense(h_BxTxD, p["q"], p.get("q_bias"), _lora(cfg, p, "q")).reshape(B, T, N, H)
-    k_BxTxKxH = _dense(h_BxTxD, p["k"], p.get("k_bias"), _lora(cfg, p, "k")).reshape(B, T, K, H)
-    v_BxTxKxH = _dense(h_BxTxD, p["v"], p.get("v_bias"), _lora(cfg, p, "v")).reshape(B, T, K, H)
+    q_BxTxNxH = _proj(cfg, p, "q", h_BxTxD).reshape(B, T, N, H)
+    k_BxTxKxH = _proj(cfg, p, "k", h_BxTxD).reshape(B, T, K, H)
+    v_BxTxKxH = _proj(cfg, p, "v", h_BxTxD).reshape(B, T, K, H)
     if cfg.qk_norm:
         q_BxTxNxH = rms_norm(q_BxTxNxH, p["q_norm"], cfg.rms_norm_eps)
         k_BxTxKxH = rms_norm(k_BxTxKxH, p["k_norm"], cfg.rms_norm_eps)
@@ -182,11 +185,10 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
     # Without a cache query slot i attends to key slots <= i only: skip the masked triangle.
     attend = causal_block_attention if kv is None else _attention
     attn_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype), mask, cfg)
-    x_BxTxD = x_BxTxD + _dense(attn_BxTxNxH.reshape(B, T, N * H), p["o"], p.get("o_bias"), _lora(cfg, p, "o"))
+    x_BxTxD = x_BxTxD + _proj(cfg, p, "o", attn_BxTxNxH.reshape(B, T, N * H))
     h_BxTxD = rms_norm(x_BxTxD, p["mlp_norm"], cfg.rms_norm_eps)
-    mlp_BxTxF = (jax.nn.silu(_dense(h_BxTxD, p["gate"], lora=_lora(cfg, p, "gate")))
-                 * _dense(h_BxTxD, p["up"], lora=_lora(cfg, p, "up")))
-    return x_BxTxD + _dense(mlp_BxTxF, p["down"], lora=_lora(cfg, p, "down")), new_kv
+    mlp_BxTxF = jax.nn.silu(_proj(cfg, p, "gate", h_BxTxD)) * _proj(cfg, p, "up", h_BxTxD)
+    return x_BxTxD + _proj(cfg, p, "down", mlp_BxTxF), new_kv
 
 
 QUERY_BLOCK = 256
