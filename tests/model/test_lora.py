@@ -115,3 +115,35 @@ def test_lora_loss_equals_the_merged_models_loss(tiny_qwen2, method):
     _, full_metrics = jit_train_step(make_train_step(full.graphdef, sc, tx))(merged_state, _batch())
     np.testing.assert_allclose(float(lora_metrics["loss"]), float(full_metrics["loss"]), rtol=1e-5)
     assert float(lora_metrics["loss"]) > 0
+
+
+def test_frozen_teacher_is_the_base_and_sharded_lora_step_equals_single_device(tiny_qwen2):
+    """teacher.kind=frozen keeps the initial adapters (B = 0: the base); on a (2, 2, 2) mesh the
+    LoRA step (adapters and base sharded by their logical axes) equals the single-device one."""
+    from sdft_jax import sharding as shd
+    from sdft_jax.model import param_shardings
+    from sdft_jax.train_state import state_shardings
+    sc = StepConfig(teacher_kind="frozen")
+    tx = optax.sgd(1.0)
+    batch = _batch(seed=3, B=8)
+    model = _lora_model(tiny_qwen2)
+    state = _lora_state(model, sc, tx, _randomize_b(model.params))
+    teacher0 = _copy(state.teacher_params)
+    single, single_metrics = jit_train_step(make_train_step(model.graphdef, sc, tx))(state, batch)
+    for k, v in _copy(single.teacher_params)["layers"].items():
+        np.testing.assert_array_equal(v, teacher0["layers"][k])
+
+    mesh = shd.make_mesh(2, 2, 2)
+    smodel = load_pretrained(tiny_qwen2, "float32", mesh=mesh, lora_rank=4, lora_alpha=8.0, lora_targets=TARGETS,
+                             tokenizer=False)
+    sstate = _lora_state(smodel, sc, tx, _randomize_b(smodel.params))
+    train_sh, frozen_sh = lora.split_adapters(param_shardings(smodel.config, mesh, smodel.params))
+    st_sh = state_shardings(sstate, train_sh, mesh, frozen_sh)
+    b_sh = {k: shd.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+    step = jit_train_step(make_train_step(smodel.graphdef, sc, tx), st_sh, b_sh, shd.replicated(mesh))
+    out, metrics = step(jax.device_put(sstate, st_sh), jax.device_put(batch, b_sh))
+    assert out.params["layers"]["q_lora_a"].sharding.spec == train_sh["layers"]["q_lora_a"].spec
+    np.testing.assert_allclose(float(metrics["loss"]), float(single_metrics["loss"]), rtol=1e-5)
+    worst = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                                             out.params, single.params)))
+    assert worst < 1e-5
