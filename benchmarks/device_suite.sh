@@ -55,11 +55,11 @@ if [ $DRY = 1 ]; then
   PARITY=(-k "test_logits_match_transformers and qwen3 or test_greedy_matches_transformers_with_early_eos and qwen2")
   STEPS=2 SUITE_LIMIT=240
 else
-  PARITY=(-k "test_logits_match_transformers or test_greedy_matches_transformers or test_cached_decoding or test_left_padding")
+  PARITY=(-k "test_logits_match_transformers or test_greedy_matches_transformers or test_cached_decoding or test_left_padding or test_cudnn_model")
   STEPS=10 SUITE_LIMIT=270
 fi
 step parity 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -p no:cacheprovider \
-  tests/model/test_parity.py tests/test_sampler.py "${PARITY[@]}"
+  tests/model/test_parity.py tests/test_sampler.py tests/model/test_attention.py "${PARITY[@]}"
 rm -rf "$OUTDIR/tiny_run"
 step tiny_main 90 "$PY" -m sdft_jax.main --config=configs/tiny.py --workdir "$OUTDIR/tiny_run" \
   --config.steps=$STEPS --config.checkpoint.every=$STEPS --config.eval.every=$STEPS --config.log.samples_every=0

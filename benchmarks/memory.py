@@ -34,6 +34,12 @@ MODELS = {  # config.json fields of the public checkpoints (architecture only)
 }
 
 
+def fused_decode_sh(cfg, mesh, abstract):
+    from sdft_jax import sharding as shd
+    from sdft_jax.model import param_shardings
+    return param_shardings(cfg, mesh, abstract, shd.DECODE_RULES)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-7b", choices=sorted(MODELS))
@@ -53,6 +59,7 @@ def main():
     ap.add_argument("--lora_targets", default="q,k,v,o,gate,up,down")
     ap.add_argument("--base_dtype", default="bfloat16", help="LoRA base: bfloat16 | float32 | int8 | nf4")
     ap.add_argument("--rollout_batches", type=int, default=1, help="sampling.rollout_batches")
+    ap.add_argument("--fused", type=int, default=1, help="also compile the fused step (step.py), what runs")
     args = ap.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -122,7 +129,32 @@ def main():
     mg = gen.lower(p_abs, s((B, Ps)), s((B, Ps)), jax.random.key(0)).compile().memory_analysis()
     total = (mg.argument_size_in_bytes + mg.temp_size_in_bytes) / gib
     print(f"| sampler ({B} x {Ps}+{N}, {args.rollout_batches} rollout batches) | {mg.argument_size_in_bytes / gib:.2f} | {mg.temp_size_in_bytes / gib:.2f} | "
-          f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |")
+          f"{total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |", flush=True)
+    if args.fused:  # what the run executes: one program, weights gathered over fsdp for the rollout
+        from sdft_jax.step import INPUTS, make_step
+        sc = StepConfig(chunk_size=args.chunk, micro_batches=args.micro_batches)
+        fused = make_step(graphdef, cfg, sc, SamplingConfig(max_new_tokens=N, rollout_batches=args.rollout_batches),
+                          tx, num_generations=1, state_shardings=st_sh, input_sharding=shd.batch_sharding(mesh, 1),
+                          metrics_sharding=shd.replicated(mesh),
+                          decode_shardings=fused_decode_sh(cfg, mesh, abstract),
+                          cache_sharding=jax.sharding.NamedSharding(
+                              mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES, None, "tensor", None)))
+        shapes = {"student_prompt": (B, Ps), "student_prompt_mask": (B, Ps), "teacher_prompt": (B, Pt),
+                  "teacher_prompt_mask": (B, Pt)}
+        inputs = {k: s(shapes[k]) for k in INPUTS["sdft"]}
+        mf = fused.lower(abs_state, inputs, jax.random.key(0)).compile().memory_analysis()
+        total = (mf.argument_size_in_bytes + mf.temp_size_in_bytes) / gib
+        print(f"| fused SDFT step (rollout + update, one program) | {mf.argument_size_in_bytes / gib:.2f} | "
+              f"{mf.temp_size_in_bytes / gib:.2f} | {total:.2f} | {'yes' if total <= args.hbm_gib else 'no'} |")
+        # The rollout alone, with the decode shardings and with the training ones: the collectives
+        # that run once per decoded token (inside the decode loop).
+        from sdft_jax.hlo import collectives_in_loops
+        from sdft_jax.step import _parts
+        for label, dsh in (("decode shardings (gathered over fsdp once)", fused_decode_sh(cfg, mesh, abstract)),
+                           ("training shardings", None)):
+            rollout = _parts(graphdef, cfg, sc, SamplingConfig(max_new_tokens=N), tx, None, 1, None, dsh)[0]
+            text = jax.jit(rollout).lower(abs_state, inputs, jax.random.key(0)).compile().as_text()
+            print(f"collectives inside the rollout's loops, {label}: {dict(collectives_in_loops(text)) or 'none'}")
 
 
 if __name__ == "__main__":

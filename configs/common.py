@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
         compute_dtype="",  # "" = same as dtype
         remat="none",  # none | full | dots | dots_no_batch
         scan_layers=True,
+        # The teacher and student forwards' attention kernel: auto (cudnn on GPU with bf16 compute,
+        # splash on TPU, else xla) | xla (query-blocked) | cudnn | splash. Decoding always uses xla.
+        attention="auto",
         # LoRA (rank 0 = off): only the adapters (fp32) train; the base is frozen, stored in base_dtype:
         # bfloat16 | float32 | int8 | nf4 (QLoRA: projections quantized on load, the rest bf16).
         # targets: any of q,k,v,o,gate,up,down. The EMA teacher averages the factors A and B (as PEFT).
@@ -62,10 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
     # ema_dtype: the EMA teacher's storage. "float32" costs a bf16 model 2 more bytes/param; "" = the
     # parameter dtype, as the paper's code (bf16 in place), where most alpha=0.01 increments round away.
     c.teacher = ml_collections.ConfigDict(dict(kind="ema", ema_alpha=0.01, ema_dtype="float32"))
-    # rollout_batches: generate the step's prompts in this many sequential groups (a KV cache of
-    # prompts_per_step / rollout_batches rows at a time; what a 24 GB GPU needs at 7B).
+    # num_generations: rollouts per prompt (the paper: 1; TRL: 8), each a row of the step's batch.
+    # rollout_batches: generate the step's rows in this many sequential groups (a KV cache of
+    # rows / rollout_batches at a time; what a 24 GB GPU needs at 7B).
     c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2048,
-                                                rollout_batches=1))
+                                                num_generations=1, rollout_batches=1))
     c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3))
     c.eval = ml_collections.ConfigDict(dict(every=0, examples=64))
     # Evaluators (sdft_jax/eval/evaluators.py), each run every `every` steps (0 = eval.every) and

@@ -20,7 +20,7 @@ import ml_collections
 from sdft_jax.eval.continual_metrics import continual_metrics, plot
 from sdft_jax.eval.evaluators import EvalContext, build, evaluate_all
 from sdft_jax.model import load_pretrained
-from sdft_jax.train import _say, run
+from sdft_jax.train import run, say
 
 
 def stage_workdir(workdir: str, index: int, stage) -> str:
@@ -66,7 +66,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     if "base" not in results:
         results["base"] = _evaluate_model(base_path, specs, config, workdir)
-        _say(f"base model accuracies: {results['base']}")
+        say(f"base model accuracies: {results['base']}")
         json.dump(results, open(results_path, "w"), indent=2)
     previous = base_path
     for i, stage in enumerate(config.stages):
@@ -83,16 +83,16 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every
         cfg.evals = ml_collections.ConfigDict(specs)  # inside the stage: the same evaluations as between stages
-        _say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
+        say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
         out = run(cfg, stage_dir)
         if out.get("preempted"):  # saved mid-stage; the rerun resumes this stage from its checkpoint
-            _say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
+            say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
             return {**results, "preempted": True}
         previous = os.path.join(stage_dir, "export")
         row = _evaluate_model(previous, specs, config, workdir)
         results["rows"].append(row)
         results["stages"].append(names[i])
-        _say(f"after stage {i + 1}: {row}")
+        say(f"after stage {i + 1}: {row}")
         json.dump(results, open(results_path, "w"), indent=2)
     columns = list(specs) + [k for k in results["base"] if k not in specs]
     R = [[row[k] for k in columns] for row in results["rows"]]
@@ -109,6 +109,6 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
         plot([r[: len(names)] for r in R], base[: len(names)], names, results["stages"],
              os.path.join(workdir, "continual.png"), title=f"{config.method}: accuracy after each stage")
-    _say(f"continual: average accuracy {metrics['average_accuracy']:.3f}, backward transfer "
+    say(f"continual: average accuracy {metrics['average_accuracy']:.3f}, backward transfer "
          f"{metrics['backward_transfer']:+.3f}, forward transfer {metrics['forward_transfer']:+.3f}")
     return results

@@ -11,6 +11,7 @@ from sdft_jax import sharding as shd
 from sdft_jax.data.pipeline import Lengths
 from sdft_jax.data.prompts import check_template
 from sdft_jax.eval.evaluators import check_spec
+from sdft_jax.model import attention as attention_impl
 from sdft_jax.model.config import LORA_TARGETS
 from sdft_jax.sampler import SamplingConfig
 from sdft_jax.train_state import OptimConfig
@@ -32,6 +33,8 @@ class RunSettings:
     lengths: Lengths
     mesh_shape: tuple[int, int, int]
     lora_targets: tuple[str, ...] = ()  # model.lora.targets, parsed (empty when rank is 0)
+    num_generations: int = 1  # sampling.num_generations: rollouts per prompt
+    attention: str = "xla"  # model.attention with `auto` resolved for this platform
 
 
 def _need(cond: bool, key: str, msg: str) -> None:
@@ -98,7 +101,23 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
             raise ConfigError(str(e)) from None
     lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, c.sampling.max_new_tokens,
                       c.data.bucket_growth)
-    return RunSettings(step, optim, sampling, lengths, mesh_shape, lora_targets)
+    G = c.sampling.num_generations
+    _need(G >= 1 and (G == 1 or c.method == "sdft"), "sampling.num_generations",
+          f"must be >= 1 (and 1 for method=sft, which has no rollouts), got {G}")
+    try:
+        attention = attention_impl.resolve(c.model.attention, _compute_dtype(c))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return RunSettings(step, optim, sampling, lengths, mesh_shape, lora_targets, G, attention)
+
+
+def _compute_dtype(c) -> str:
+    """The forwards' dtype: model.compute_dtype, else the stored weights' (a QLoRA base computes in bf16)."""
+    if c.model.compute_dtype:
+        return c.model.compute_dtype
+    if c.model.lora.rank:
+        return "bfloat16" if c.model.lora.base_dtype in ("int8", "nf4") else c.model.lora.base_dtype
+    return c.model.dtype
 
 
 def _lora_targets(lora: ml_collections.ConfigDict) -> tuple[str, ...]:

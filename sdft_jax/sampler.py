@@ -102,6 +102,12 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
 
     Prompts must be LEFT-padded. One program is compiled per (B, P) shape: pad prompts to a
     few length buckets (`pad_to_bucket`)."""
+    return jax.jit(build_generate(graphdef, cfg, sc, cache_sharding=cache_sharding, return_logits=return_logits))
+
+
+def build_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_sharding=None,
+                   return_logits: bool = False):
+    """The un-jitted generate of `make_generate`, for programs that contain a rollout (step.py)."""
     stop_ids = jnp.asarray(sc.stop_ids if sc.stop_ids else (-1,), jnp.int32)
     N = sc.max_new_tokens
 
@@ -187,7 +193,7 @@ def make_generate(graphdef: Any, cfg: ModelConfig, sc: SamplingConfig, *, cache_
                           lengths=jnp.sum(mask, axis=1))
         return (rollout, s["logits"]) if return_logits else rollout
 
-    return jax.jit(generate)
+    return generate
 
 
 def decode_chunk_ends(n: int, chunks: int, smallest: int = 64) -> list[int]:

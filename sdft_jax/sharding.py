@@ -30,6 +30,13 @@ TRAIN_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+# Decoding reads every weight once per token: gathered over fsdp once per rollout, so the decode
+# loop holds no all-gather (step.py). Heads and the MLP stay sharded over tensor (their partial
+# sums are all-reduced per layer, as in any tensor-parallel forward); the embedding and LM head are
+# whole on every device, so a token's lookup and its sampling over the vocabulary need no gather.
+DECODE_RULES: tuple[tuple[str, Any], ...] = tuple((k, None if k in ("embed", "vocab") else v) for k, v in TRAIN_RULES)
+
+
 class MeshError(ValueError):
     """A mesh or sharding that cannot work with the devices or the tensors."""
 

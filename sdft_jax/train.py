@@ -1,7 +1,9 @@
-"""The host loop: data -> rollouts -> teacher/student batch -> train step -> log / eval / save.
+"""The training program: a setup in phases (mesh, model, data, state, step, checkpointer,
+evaluators), then a loop of next batch -> step -> deferred metrics -> log / eval / save.
 
-Everything numeric happens in two jitted programs (generate, train_step) sharing one set of
-weights; the host only moves data, decides when to evaluate and save, and writes logs.
+Everything numeric happens in one jitted program per optimizer step (step.py: for SDFT the
+rollout, the teacher and student forwards, the update and the EMA); the host only moves data,
+decides when to evaluate and save, and writes logs. The loop does not know the method.
 """
 from __future__ import annotations
 
@@ -31,9 +33,8 @@ from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
 from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
 from sdft_jax.resolve import resolve
-from sdft_jax.sampler import make_generate
+from sdft_jax.step import INPUTS, make_step, phase_step
 from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
-from sdft_jax.train_step import jit_train_step, make_train_step, sdft_batch
 from sdft_jax.workdir_lock import WorkdirLock
 
 
@@ -57,11 +58,9 @@ class _Pending:
     host: dict
     rollout: object
     flops: float
-    t_start: float
-    t_dispatch: float
 
 
-class _Preemption:
+class Preemption:
     """SIGTERM (TPU preemption) -> finish the current step, save, exit 0."""
 
     def __init__(self):
@@ -75,12 +74,12 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     if jax.process_index() == 0:
         print(f"[sdft_jax] {msg}", flush=True)
 
 
-def _process0_first(name: str, fn: Callable):
+def process0_first(name: str, fn: Callable):
     """Runs fn on process 0, then on the others (which find its files): no two processes write the
     same folder at once."""
     if jax.process_count() == 1:
@@ -97,18 +96,18 @@ def _write_config(config, workdir) -> None:
     path = epath.Path(workdir) / "config.json"
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     if path.exists() and path.read_text() != text:
-        _say(f"note: {path} differs from this run's config; the new one replaces it")
+        say(f"note: {path} differs from this run's config; the new one replaces it")
     path.write_text(text)
 
 
-def _flops_per_step(n_params: int, batch: dict) -> float:
+def _flops_per_step(n_params: int, inputs: dict, method: str, new_tokens: int, generations: int) -> float:
     """Dense-matmul FLOPs (2 per parameter per token forward, 4 backward; attention ignored):
     rollout decode + teacher forward + student forward/backward."""
-    B, N = batch["completion_mask"].shape
-    student = 6 * n_params * B * batch["student_tokens"].shape[1]
-    teacher = 2 * n_params * B * batch["teacher_tokens"].shape[1] if "teacher_tokens" in batch else 0
-    rollout = 2 * n_params * B * N if "teacher_tokens" in batch else 0
-    return float(student + teacher + rollout)
+    B, N = inputs["student_prompt"].shape[0] * generations, new_tokens
+    student = 6 * n_params * B * (inputs["student_prompt"].shape[1] + N)
+    if method == "sft":
+        return float(student)
+    return float(student + 2 * n_params * B * (inputs["teacher_prompt"].shape[1] + N) + 2 * n_params * B * N)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -117,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _make_workdir(workdir)
     if jax.process_index() != 0:
         return _train(config, workdir, settings)
-    with WorkdirLock(workdir, _say):
+    with WorkdirLock(workdir, say):
         return _train(config, workdir, settings)
 
 
@@ -130,51 +129,37 @@ def _make_workdir(workdir: str) -> None:
         raise WorkdirError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
 
 
+@dataclasses.dataclass
+class _Setup:
+    """What the loop needs, built by `_setup` in phases."""
+    model: object
+    batcher: Batcher
+    state: object
+    step: Callable  # (state, inputs, key) -> (state, metrics, rollout or None)
+    ckpt: Checkpointer
+    evaluators: list
+    logger: MetricsLogger
+    key: jax.Array
+    n_params: int
+
+
 def _train(config, workdir: str, settings) -> dict:
     _write_config(config, workdir)
     mesh = shd.make_mesh(*settings.mesh_shape)
-    _say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
-         f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
+    say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
+        f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
+    s = _setup(config, workdir, settings, mesh)
+    try:
+        return _loop(config, workdir, settings, mesh, s)
+    finally:
+        s.logger.close()
+        s.ckpt.close()
 
-    model_path = config.model.path
-    lora_cfg = config.model.lora
-    # LoRA: the frozen base in lora.base_dtype; int8 / nf4 quantize its projections, the rest is bf16.
-    quantized = lora_cfg.rank and lora_cfg.base_dtype in ("int8", "nf4")
-    dtype = ("bfloat16" if quantized else lora_cfg.base_dtype) if lora_cfg.rank else config.model.dtype
-    model = load_pretrained(model_path, dtype=dtype, mesh=mesh, base_quant=lora_cfg.base_dtype if quantized else "",
-                            compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
-                            scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank,
-                            lora_alpha=lora_cfg.alpha, lora_targets=settings.lora_targets, lora_seed=config.seed)
-    tok = model.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model_path, tok), pad_id=pad_id)
+
+def _setup(config, workdir: str, settings, mesh) -> _Setup:
+    model, trainable, frozen = _load_model(config, settings, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
-    if dtype == "bfloat16" and not lora_cfg.rank:
-        _say("note: parameters are stored in bfloat16, so AdamW updates under half a bf16 ulp (~0.2% of a "
-             "weight) round away; model.dtype=float32 + model.compute_dtype=bfloat16 keeps fp32 master "
-             "weights (docs/PERFORMANCE.md, 'Precision')")
-    _say(f"model {model_path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
-         f"{model.load_seconds:.1f}s")
-    # With LoRA only the adapters train; the base rides along in the state, frozen.
-    trainable, frozen = split_adapters(model.params) if model.config.lora_rank else (model.params, None)
-    if frozen is not None:
-        n_train = sum(x.size for x in jax.tree.leaves(trainable))
-        _say(f"LoRA rank {lora_cfg.rank}, alpha {lora_cfg.alpha} on {','.join(settings.lora_targets)}: "
-             f"{n_train / 1e6:.2f}M trainable parameters ({100 * n_train / n_params:.2f}%)")
-
-    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
-    data_path = config.data.path or None
-    source = _process0_first("tfds", lambda: prepare(config.data.task, data_path, data_dir, config.data.url or None))
-    if config.data.split not in source:
-        raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")
-    examples, stats = tokenize_all(source[config.data.split], tok, settings.lengths, config.data.teacher_template)
-    _say(f"data {config.data.task}/{config.data.split}: {stats.summary()}")
-    if jax.process_index() == 0:
-        (epath.Path(workdir) / "data_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
-    batcher = Batcher(examples, config.batch.prompts_per_step, settings.lengths, pad_id, seed=config.seed,
-                      shuffle=config.data.shuffle, process_index=jax.process_index(),
-                      process_count=jax.process_count())
-
+    source, data_dir, batcher = _load_data(config, workdir, settings, model.tokenizer)
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
     ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher_kind == "ema" else None
     state = init_state(trainable, tx, settings.step.teacher_kind, config.seed, ema_dtype, frozen)
@@ -182,31 +167,90 @@ def _train(config, workdir: str, settings) -> dict:
     train_sh, frozen_sh = split_adapters(p_sh) if frozen is not None else (p_sh, None)
     st_sh = state_shardings(state, train_sh, mesh, frozen_sh)
     state = jax.device_put(state, st_sh)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, say=_say)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, say=say)
     restored = ckpt.restore_newest_readable(state, st_sh)
     if restored is not None:
         state, meta = restored
         batcher.set_state(meta["data"])
-        _say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
-
-    generate = make_generate(model.graphdef, model.config, sampling,
-                             cache_sharding=NamedSharding(mesh, P(None, shd.BATCH_AXES, None, "tensor", None)))
-    keys = ["student_tokens", "student_mask", "completion_mask", "sampler_logprobs"]
-    if settings.step.method == "sdft":
-        keys += ["teacher_tokens", "teacher_mask"]
-    b_sh = {k: shd.batch_sharding(mesh, 2) for k in keys}
-    assemble = jax.jit(sdft_batch, out_shardings=b_sh)
-    step_fn = jit_train_step(make_train_step(model.graphdef, settings.step, tx, schedule), st_sh, b_sh,
-                             shd.replicated(mesh))
-    # The first call of each program compiles it and checks that it fits before running it.
-    generate = _fits_or_stop("sampler", generate)
-    step_fn = _fits_or_stop(f"{settings.step.method.upper()} train step", step_fn)
+        say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
+    step = _build_step(config, settings, model, mesh, tx, schedule, st_sh)
     evaluators = from_config(config, EvalContext(config, model, mesh, settings.lengths, source, data_dir))
     logger = MetricsLogger(workdir, config.steps, start_step=int(state.step))
-    preempt = _Preemption()
     # A host copy: the state (and its rng buffer) is donated to the step.
     key = jax.random.wrap_key_data(jnp.asarray(np.asarray(state.rng.addressable_data(0))))
-    phase_times = bool(config.log.phase_times)
+    return _Setup(model, batcher, state, step, ckpt, evaluators, logger, key, n_params)
+
+
+def _load_model(config, settings, mesh):
+    """-> (model, what trains, the frozen base or None): with LoRA only the adapters train."""
+    lora_cfg = config.model.lora
+    # LoRA: the frozen base in lora.base_dtype; int8 / nf4 quantize its projections, the rest is bf16.
+    quantized = lora_cfg.rank and lora_cfg.base_dtype in ("int8", "nf4")
+    dtype = ("bfloat16" if quantized else lora_cfg.base_dtype) if lora_cfg.rank else config.model.dtype
+    model = load_pretrained(config.model.path, dtype=dtype, mesh=mesh, base_quant=lora_cfg.base_dtype if quantized else "",
+                            compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
+                            scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank,
+                            lora_alpha=lora_cfg.alpha, lora_targets=settings.lora_targets, lora_seed=config.seed,
+                            attention=settings.attention)
+    n_params = sum(x.size for x in jax.tree.leaves(model.params))
+    if dtype == "bfloat16" and not lora_cfg.rank:
+        say("note: parameters are stored in bfloat16, so AdamW updates under half a bf16 ulp (~0.2% of a "
+            "weight) round away; model.dtype=float32 + model.compute_dtype=bfloat16 keeps fp32 master "
+            "weights (docs/PERFORMANCE.md, 'Precision')")
+    say(f"model {config.model.path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
+        f"{model.load_seconds:.1f}s")
+    if not model.config.lora_rank:
+        return model, model.params, None
+    trainable, frozen = split_adapters(model.params)
+    n_train = sum(x.size for x in jax.tree.leaves(trainable))
+    say(f"LoRA rank {lora_cfg.rank}, alpha {lora_cfg.alpha} on {','.join(settings.lora_targets)}: "
+        f"{n_train / 1e6:.2f}M trainable parameters ({100 * n_train / n_params:.2f}%)")
+    return model, trainable, frozen
+
+
+def _load_data(config, workdir: str, settings, tok):
+    """-> (prepared splits, TFDS folder, Batcher of the training split)."""
+    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
+    data_path = config.data.path or None
+    source = process0_first("tfds", lambda: prepare(config.data.task, data_path, data_dir, config.data.url or None))
+    if config.data.split not in source:
+        raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")
+    examples, stats = tokenize_all(source[config.data.split], tok, settings.lengths, config.data.teacher_template)
+    say(f"data {config.data.task}/{config.data.split}: {stats.summary()}")
+    if jax.process_index() == 0:
+        (epath.Path(workdir) / "data_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
+    batcher = Batcher(examples, config.batch.prompts_per_step, settings.lengths, _pad_id(tok), seed=config.seed,
+                      shuffle=config.data.shuffle, process_index=jax.process_index(),
+                      process_count=jax.process_count())
+    return source, data_dir, batcher
+
+
+def _pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def _build_step(config, settings, model, mesh, tx, schedule, st_sh):
+    """The fused step (default), or with log.phase_times its three-program diagnostic form. The
+    first call of each program compiles it and checks that it fits before running it."""
+    sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(config.model.path, model.tokenizer),
+                                   pad_id=_pad_id(model.tokenizer))
+    decode_sh = param_shardings(model.config, mesh, model.params, shd.DECODE_RULES)
+    kwargs = dict(num_generations=settings.num_generations, state_shardings=st_sh,
+                  cache_sharding=NamedSharding(mesh, P(None, shd.BATCH_AXES, None, "tensor", None)),
+                  decode_shardings=decode_sh, input_sharding=shd.batch_sharding(mesh, 1),
+                  metrics_sharding=shd.replicated(mesh))
+    args = (model.graphdef, model.config, settings.step, sampling, tx, schedule)
+    name = f"{settings.step.method.upper()} step"
+    if config.log.phase_times:
+        return phase_step(*args, **kwargs, wrap=_fits_or_stop)
+    return _fits_or_stop(name + " (rollout + update)" if settings.step.method == "sdft" else name,
+                         make_step(*args, **kwargs))
+
+
+def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
+    """next batch -> step -> (previous step's metrics) -> log / eval / save, until config.steps."""
+    method, state, ckpt = settings.step.method, s.state, s.ckpt
+    preempt = Preemption()
     clock = {"last": time.perf_counter()}  # when the previous step's metrics arrived
 
     def complete(p: _Pending) -> dict:
@@ -222,73 +266,58 @@ def _train(config, workdir: str, settings) -> dict:
         clock["last"] = now
         metrics.update(time_step=seconds, tokens_per_s=metrics["completion_tokens"] / seconds,
                        epoch=p.host["epoch"], model_tflops_per_s=p.flops / seconds / 1e12)
-        if phase_times:
-            metrics.update(time_generate=p.t_dispatch - p.t_start, time_train_step=now - p.t_dispatch)
         if config.log.peak_flops_per_device:
             metrics["mfu"] = p.flops / seconds / (config.log.peak_flops_per_device * jax.device_count())
         return metrics
 
     def record(done: int, metrics: dict) -> None:
         if done % config.log.every == 0 or done == config.steps:
-            logger.log(done, metrics)
-            logger.progress(done, metrics)
+            s.logger.log(done, metrics)
+            s.logger.progress(done, metrics)
 
     last, pending = {}, None
     try:
         for step in range(int(state.step), config.steps):
-            host = next(batcher)  # prepared while the device still runs the previous step
-            g = to_global(host, mesh)
-            t_start = time.perf_counter()
-            if settings.step.method == "sdft":
-                rollout = generate(state.student_weights(), g["student_prompt"], g["student_prompt_mask"],
-                                   jax.random.fold_in(key, step))
-                if phase_times:
-                    jax.block_until_ready(rollout)
-                batch = assemble(g["student_prompt"], g["student_prompt_mask"], g["teacher_prompt"],
-                                 g["teacher_prompt_mask"], rollout.tokens, rollout.mask, rollout.model_logprobs)
-            else:
-                rollout = None
-                batch = assemble(g["student_prompt"], g["student_prompt_mask"], None, None,
-                                 g["target"], g["target_mask"])
-            t_dispatch = time.perf_counter()
-            state, metrics = step_fn(state, batch)
+            host = next(s.batcher)  # prepared while the device still runs the previous step
+            inputs = to_global({k: host[k] for k in INPUTS[method]}, mesh)
+            state, metrics, rollout = s.step(state, inputs, jax.random.fold_in(s.key, step))
             done = step + 1
             # The previous step's metrics are read only now, with this step already queued: the
             # host logs and prepares the next batch while the device computes.
             if pending is not None:
                 last = complete(pending)
                 record(pending.step, last)
-            pending = _Pending(done, metrics, host, rollout, _flops_per_step(n_params, batch), t_start, t_dispatch)
+            flops = _flops_per_step(s.n_params, inputs, method, settings.sampling.max_new_tokens,
+                                    settings.num_generations)
+            pending = _Pending(done, metrics, host, rollout, flops)
             sample_due = bool(config.log.samples_every and done % config.log.samples_every == 0)
-            eval_due = [ev for ev in evaluators if done % ev.every == 0]
+            eval_due = [ev for ev in s.evaluators if done % ev.every == 0]
             # Read once: a SIGTERM arriving later in this iteration is served by the next one (it
             # used to be seen only at the exit check, which then claimed a save that never happened).
             stopping = preempt.requested
             save_due = done % config.checkpoint.every == 0 or done == config.steps or stopping
-            if not (phase_times or sample_due or eval_due or save_due):
+            if not (config.log.phase_times or sample_due or eval_due or save_due):
                 continue
             # Synchronous from here: never save, evaluate or sample a step whose loss is unchecked.
             last, pending = complete(pending), None
             if sample_due:
-                _log_sample(logger, tok, done, host, rollout, batcher)
+                _log_sample(s.logger, s.model.tokenizer, done, host, rollout, s.batcher)
             for name, value in evaluate_all(eval_due, state.student_weights(), state.teacher_weights()).items():
                 last[f"eval/{name}"] = value
             record(done, last)
             if save_due:
-                ckpt.save(done, state, {"data": batcher.get_state(), "step": done})
+                ckpt.save(done, state, {"data": s.batcher.get_state(), "step": done})
             clock["last"] = time.perf_counter()  # evaluation and saving are not step time
             if stopping:
-                _say(f"SIGTERM: saved checkpoint at step {done}; exiting")
+                say(f"SIGTERM: saved checkpoint at step {done}; exiting")
                 ckpt.close()
                 return {"preempted": True, "step": done, **last}
         ckpt.wait()
-        export = _export(workdir, state.student_weights(), model, model_path)
-        _say(f"done: {config.steps} steps; student exported to {export}")
+        export = _export(workdir, state.student_weights(), s.model, config.model.path)
+        say(f"done: {config.steps} steps; student exported to {export}")
         return {"step": int(state.step), **last}
     finally:
         preempt.restore()
-        logger.close()
-        ckpt.close()
 
 
 def _fits_or_stop(name: str, jitted):

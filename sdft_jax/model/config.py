@@ -49,6 +49,7 @@ class ModelConfig:
     dtype: str = "bfloat16"  # compute dtype; logits are always returned in fp32
     remat: str = "none"
     scan_layers: bool = True
+    attention: str = "xla"  # xla | cudnn | splash: the cache-less forwards' kernel (model/attention.py)
     # LoRA (model/lora.py): rank 0 = off; W x + (alpha / rank) * B A x on each target projection.
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -64,6 +65,8 @@ class ModelConfig:
             raise ModelConfigError(f"head_dim={self.head_dim} must be even for rotary embeddings")
         if self.remat not in REMAT_POLICIES:
             raise ModelConfigError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
+        if self.attention not in ("xla", "cudnn", "splash"):
+            raise ModelConfigError(f"model.attention={self.attention!r}; expected xla, cudnn or splash")
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
         if bad or (self.lora_rank > 0 and not self.lora_targets) or self.lora_rank < 0:
             raise ModelConfigError(f"model.lora.targets={','.join(self.lora_targets)!r} (rank {self.lora_rank}): "

@@ -149,13 +149,15 @@ def load_tokenizer(path: str):
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
                     compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
                     rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
-                    lora_targets: tuple[str, ...] = (), lora_seed: int = 0, base_quant: str = "") -> PretrainedModel:
+                    lora_targets: tuple[str, ...] = (), lora_seed: int = 0, base_quant: str = "",
+                    attention: str = "xla") -> PretrainedModel:
     """Loads a local HF folder straight into the mesh's parameter sharding.
 
     dtype: parameter dtype ("float32" or "bfloat16"); compute_dtype defaults to dtype.
     lora_rank > 0: adds LoRA adapters on `lora_targets`, initialized from `lora_seed` (B = 0, so
     the model's outputs are the base's). base_quant "int8" | "nf4" (QLoRA): the base's projections
-    are quantized as they load (model/quant.py), one leaf at a time.
+    are quantized as they load (model/quant.py), one leaf at a time. attention: the cache-less
+    forwards' kernel, xla | cudnn | splash (model/attention.py; `auto` is resolved by the caller).
     """
     start = time.perf_counter()
     if not os.path.isdir(path):
@@ -165,7 +167,7 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
                                    param_dtype=dtype, dtype=compute_dtype or dtype,
                                    remat=remat, scan_layers=scan_layers, lora_rank=lora_rank,
                                    lora_alpha=lora_alpha, lora_targets=tuple(lora_targets) if lora_rank else (),
-                                   base_quant=base_quant)
+                                   base_quant=base_quant, attention=attention)
     mesh = mesh or shd.single_device_mesh()
     graphdef, abstract = abstract_model(cfg)
     adapter_sh, base_sh = lora.split_adapters(param_shardings(cfg, mesh, abstract, rules))

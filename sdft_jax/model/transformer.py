@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sdft_jax.model import params, quant, rope
+from sdft_jax.model import attention, params, quant, rope
 from sdft_jax.model.config import ModelConfig
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked pad rows stay NaN-free
@@ -182,8 +182,9 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
         k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxSxKxH.astype(cache_k.dtype), index, axis=1)
         v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxSxKxH.astype(cache_v.dtype), index, axis=1)
         new_kv = (k_BxSxKxH, v_BxSxKxH)
-    # Without a cache query slot i attends to key slots <= i only: skip the masked triangle.
-    attend = causal_block_attention if kv is None else _attention
+    # Without a cache query slot i attends to key slots <= i only: skip the masked triangle (xla),
+    # or hand the whole causal attention to a fused kernel (model/attention.py).
+    attend = _attention if kv is not None else _CACHELESS[cfg.attention]
     attn_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype), mask, cfg)
     x_BxTxD = x_BxTxD + _proj(cfg, p, "o", attn_BxTxNxH.reshape(B, T, N * H))
     h_BxTxD = rms_norm(x_BxTxD, p["mlp_norm"], cfg.rms_norm_eps)
@@ -219,3 +220,10 @@ def _attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, cfg: ModelConfig):
     probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
     out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxSxKxH)
     return out_BxTxKxGxH.reshape(B, T, N, H)
+
+
+_CACHELESS = {
+    "xla": causal_block_attention,
+    "cudnn": lambda q, k, v, mask, cfg: attention.cudnn_attention(q, k, v, mask),
+    "splash": lambda q, k, v, mask, cfg: attention.splash_attention(q, k, v, mask),
+}
