@@ -171,6 +171,41 @@ class Suite:
                 "mfu": flops / seconds / peak if peak else None, "memory_gib": _gib(compiled),
                 "compile_s": compile_s}
 
+    def fused(self, batch: int, prompt: int, completion: int, micro_batches: int) -> dict:
+        """The run's default: one program with the rollout (no stop token: all N tokens) and the SDFT update."""
+        import jax
+        import jax.numpy as jnp
+
+        from sdft_jax.sampler import SamplingConfig
+        from sdft_jax.step import make_step
+        from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
+        from sdft_jax.train_step import StepConfig
+        B, Ps, N = batch, prompt, completion
+        Pt = Ps + self.s["demonstration"] + 32
+        ones = lambda *shape: jnp.ones(shape, jnp.int32)  # noqa: E731
+        inputs = {"student_prompt": self.tokens(B, Ps), "student_prompt_mask": ones(B, Ps),
+                  "teacher_prompt": self.tokens(B, Pt), "teacher_prompt_mask": ones(B, Pt)}
+        tx = make_optimizer(OptimConfig(lr=1e-6, warmup_steps=0))
+        sc = StepConfig(chunk_size=self.s["chunk"], micro_batches=micro_batches)
+        state = init_state(jax.tree.map(jnp.copy, self.params), tx, sc.teacher_kind, 0, "float32")
+        step = make_step(self.graphdef, self.cfg, sc, SamplingConfig(max_new_tokens=N, temperature=1.0), tx)
+        key = jax.random.key(0)
+        t0 = time.perf_counter()
+        compiled = step.lower(state, inputs, key).compile()
+        compile_s = time.perf_counter() - t0
+        holder = {"state": state}
+
+        def run():
+            holder["state"], m, _ = compiled(holder["state"], inputs, key)
+            jax.block_until_ready(m)
+        seconds = median_seconds(run, self.repeats)
+        n = self.n_params
+        flops = 6 * n * B * (Ps + N) + 2 * n * B * (Pt + N) + 2 * n * B * N
+        peak = self.results["platform"]["peak_bf16_flops"]
+        return {"method": "sdft (fused: rollout + update)", "batch": B, "student_seq": Ps + N, "teacher_seq": Pt + N,
+                "micro_batches": micro_batches, "seconds": seconds, "tflops_per_s": flops / seconds / 1e12,
+                "mfu": flops / seconds / peak if peak else None, "memory_gib": _gib(compiled), "compile_s": compile_s}
+
     def run(self):
         s = self.s  # most wanted first: a run cut by its time limit keeps what it measured
         first, *rest = s["decode_batches"]
@@ -188,6 +223,10 @@ class Suite:
                                                               s["ratio_completion"], s["micro_batches"]))
         if not any("error" in r for r in (gen, sdft, sft)):
             self.results["sdft_over_sft"] = (gen["seconds"] + sdft["seconds"]) / sft["seconds"]
+        fused = self.phase("ratio_fused_sdft_step", lambda: self.fused(s["ratio_prompts"], s["prompt"],
+                                                                       s["ratio_completion"], s["micro_batches"]))
+        if not any("error" in r for r in (fused, sft)):
+            self.results["fused_sdft_over_sft"] = fused["seconds"] / sft["seconds"]
         for b in rest:
             self.phase(f"decode_b{b}", lambda b=b: self.decode(b))
         # Last: the same decode over one whole-length cache (decode_chunks=1), for the chunking's effect.
@@ -222,6 +261,9 @@ def markdown(results: dict, command: str) -> str:
     if "sdft_over_sft" in results:
         lines += ["", f"SDFT/SFT wall-clock per optimizer step (generate + SDFT step vs SFT step, ratio "
                       f"shapes): **{results['sdft_over_sft']:.2f}x** (paper: ~4x, TRL + vLLM on one H200)."]
+    if "fused_sdft_over_sft" in results:
+        lines += ["", f"Fused SDFT step (rollout + update in one program, what a run executes) / SFT step: "
+                      f"**{results['fused_sdft_over_sft']:.2f}x**."]
     return "\n".join(lines) + "\n"
 
 

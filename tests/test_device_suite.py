@@ -22,9 +22,9 @@ def test_device_suite_dry_run(tmp_path):
     results = json.loads((tmp_path / "device_suite.json").read_text())
     phases = results["phases"]
     assert set(phases) == {"decode_b4", "decode_b2", "train_sft_seq64", "train_sdft_seq64", "ratio_sdft_step",
-                           "ratio_sft_step", "decode_b4_whole_cache"}
+                           "ratio_sft_step", "ratio_fused_sdft_step", "decode_b4_whole_cache"}
     for name, row in phases.items():
         assert "error" not in row and row["seconds"] > 0, (name, row)
-    assert "sdft_over_sft" in results
+    assert "sdft_over_sft" in results and "fused_sdft_over_sft" in results
     table = (tmp_path / "device_suite.md").read_text()
     assert "| decode_b4 |" in table and "SDFT/SFT" in table
