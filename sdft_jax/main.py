@@ -9,11 +9,12 @@ command.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from sdft_jax.programs import run_cli
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # configs/ is a package its files import from (configs.tiny), from any cwd
@@ -45,77 +46,28 @@ def _maybe_initialize_distributed() -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def _quiet_dataset_building() -> None:
-    """TFDS logs every shard it writes and draws tqdm bars; the run prints its own data summary."""
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)
-    import tensorflow_datasets as tfds
-    tfds.disable_progress_bar()
-
-
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _maybe_initialize_distributed()
-    _quiet_dataset_building()
-    from sdft_jax.resolve import ConfigError
-    from sdft_jax.train import TrainingDiverged, run
-    from sdft_jax.checkpoint import CheckpointError
-    from sdft_jax.workdir_lock import WorkdirBusy
+    from sdft_jax.programs import default_workdir, flag_error, quiet_dataset_building, run_program, user_errors
+    quiet_dataset_building()
     try:
         config = _CONFIG.value
         config.get("program")  # a config file that failed to load raises here
     except OSError as e:
-        print(f"error: {_flag_error(e)}", file=sys.stderr)
+        print(f"error: {flag_error(e)}", file=sys.stderr)
         return 2
     try:
-        program = config.get("program", "train")
-        if program == "demo":
-            from sdft_jax.demo.runner import run_demo
-            run_demo(config, _WORKDIR.value or "runs/demo")
-        elif program == "continual":
-            from sdft_jax.continual import run_continual
-            run_continual(config, _WORKDIR.value or "runs/default")
-        elif program == "train":
-            run(config, _WORKDIR.value or "runs/default")
-        else:
-            raise ConfigError(f"program={program!r}; expected train, continual or demo")
-    except (ConfigError, TrainingDiverged, WorkdirBusy, CheckpointError, FileNotFoundError, ValueError) as e:
+        run_program(config, _WORKDIR.value or default_workdir(config))
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-def _flag_error(e: BaseException) -> str:
-    """One line for a bad --config file or --config.key, instead of a 60-line traceback."""
-    import re
-    text = str(e)
-    if isinstance(e, OSError) and "Failed loading config file" in text:
-        path = next((a.split("=", 1)[1] for a in reversed(sys.argv) if a.startswith("--config=")), "?")
-        return f"--config={path}: cannot load the config file (relative to {os.getcwd()}): {text.splitlines()[-1].strip()}"
-    if isinstance(e, (AttributeError, KeyError)):
-        flag = next((a.split("=")[0] for a in sys.argv if a.startswith("--config.")
-                     and re.search(rf"\b{re.escape(a.split('=')[0].rsplit('.', 1)[-1])}\b", text)), "--config.?")
-        hint = re.search(r'Did you mean "([^"]+)"', text)
-        return f"{flag}: unknown config key" + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
-    return " ".join(text.split())
-
-
-def _sigterm_before_training(signum, frame):
-    """SIGTERM before the training loop has anything to save (it installs its own handler)."""
-    print("[sdft_jax] SIGTERM during start-up: nothing to save yet; exiting", file=sys.stderr, flush=True)
-    sys.exit(0)
-
-
 def entry() -> None:
-    signal.signal(signal.SIGTERM, _sigterm_before_training)
-    try:
-        app.run(main)
-    except Exception as e:  # noqa: BLE001
-        if flags.FLAGS.is_parsed():
-            raise  # a failure inside the run: keep its traceback
-        print(f"error: {_flag_error(e)}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
 
 
 if __name__ == "__main__":
