@@ -108,8 +108,32 @@ def set_knowledge_judge(judge: Callable[[str, dict], float] | None) -> None:
     _knowledge_judge = judge
 
 
+def _mentions(comp: str, fact: str) -> bool:
+    fact = normalize(fact)
+    return bool(fact) and f" {fact} " in f" {comp} "
+
+
+def _score_facts(comp: str, example: dict) -> dict[str, float]:
+    """Rows that list their facts (sdft_jax/knowledge/corpus.py): strict = every `required` fact and
+    no `forbidden` one; lenient = at least one required and no forbidden. With `first_of`, the first
+    of those names the completion mentions must be a required one (a comparison's winner)."""
+    required, forbidden = example["required"], example.get("forbidden") or []
+    if any(_mentions(comp, f) for f in forbidden):
+        return {"strict": 0.0, "lenient": 0.0}
+    first_of = example.get("first_of")
+    if first_of:
+        spots = [(f" {comp} ".find(f" {normalize(n)} "), n) for n in first_of if _mentions(comp, n)]
+        if not spots or min(spots)[1] not in required:
+            return {"strict": 0.0, "lenient": 0.0}
+    hits = [_mentions(comp, f) for f in required]
+    return {"strict": float(all(hits)), "lenient": float(any(hits))}
+
+
 def score_knowledge_detailed(completion: str, example: dict) -> dict[str, float]:
-    """strict: the normalized answer appears verbatim; lenient: every answer word appears."""
+    """Rows with `required` facts: see _score_facts. Otherwise strict: the normalized answer appears
+    verbatim; lenient: every answer word appears."""
+    if example.get("required"):
+        return _score_facts(normalize(completion or ""), example)
     ans, comp = normalize(example.get("answer", "")), normalize(completion or "")
     if not ans:
         return {"strict": 0.0, "lenient": 0.0}

@@ -1,0 +1,1 @@
+"""The fictional-knowledge experiment (issue 19): corpus generator."""
