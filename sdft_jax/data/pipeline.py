@@ -4,7 +4,8 @@ Truncation (never silent; every cut and skip is counted in `TokenStats`):
 - teacher context too long: the demonstration is cut from its END until it fits; the question
   is never dropped (TRL truncates from the left and loses it);
 - student prompt too long, or no room left for any demonstration: the example is skipped;
-- SFT target (demonstration + end-of-turn) longer than the completion length: cut from its end.
+- SFT target (demonstration + end-of-turn; for `knowledge` rows the answer) longer than the
+  completion length: cut from its end.
 
 Batches: a per-epoch permutation from (seed, epoch); global batch b is rows
 perm[b*G:(b+1)*G]; process p materializes only rows [p*G/P, (p+1)*G/P) of it. Length buckets
@@ -43,7 +44,7 @@ class TokenizedExample:
     id: str
     student: list[int]
     teacher: list[int]
-    target: list[int]  # demonstration + end-of-turn, for SFT
+    target: list[int]  # demonstration (knowledge: answer) + end-of-turn, for SFT
 
 
 @dataclasses.dataclass
@@ -101,7 +102,10 @@ def tokenize_example(tokenizer, ex: dict, index: int, lengths: Lengths, template
             stats.skipped["teacher_context_too_long"] += 1
             return None
         stats.teacher_demo_cut += 1
-    target = _ids(tokenizer, ex["demonstration"]) + [eot]
+    # Knowledge rows' demonstration is the teacher's "text and answers" (article + answer); SFT
+    # trains on the question-answer pair (the paper's SFT baseline), so its target is the answer.
+    sft_text = ex["answer"] if ex["task"] == "knowledge" and ex["answer"] else ex["demonstration"]
+    target = _ids(tokenizer, sft_text) + [eot]
     if len(target) > lengths.max_completion:
         target = target[: lengths.max_completion]
         stats.sft_target_cut += 1

@@ -161,9 +161,14 @@ def score_exact_match(completion: str, example: dict) -> float:
     return float(any(normalize(c) == gold for c in candidates))
 
 
+def score_knowledge_lenient(completion: str, example: dict) -> float:
+    return score_knowledge_detailed(completion, example)["lenient"]
+
+
 SCORERS: dict[str, Callable[[str, dict], float]] = {
     "tooluse": score_tooluse, "science": score_science, "medical": score_medical,
-    "knowledge": score_knowledge, "exact_match": score_exact_match, "demonstrations": score_exact_match,
+    "knowledge": score_knowledge, "knowledge_lenient": score_knowledge_lenient,
+    "exact_match": score_exact_match, "demonstrations": score_exact_match,
 }
 
 

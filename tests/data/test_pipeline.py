@@ -50,6 +50,18 @@ def test_truncation_cuts_the_demonstration_keeps_the_question_and_counts(tok):
     assert "skipped: student_prompt_too_long=1, teacher_context_too_long=1" in stats.summary()
 
 
+def test_knowledge_sft_target_is_the_answer_while_the_teacher_sees_article_and_answer(tok):
+    """The paper's SFT baseline trains on question-answer pairs; the teacher gets "text and answers"."""
+    ex = {**_ex(0, "Who founded Velmora Works?", "Velmora Works was founded by Ada Quell.\n\nAnswer: Ada Quell"),
+          "task": "knowledge", "answer": "Ada Quell"}
+    (out,), _ = tokenize_all([ex], tok, Lengths(256, 512, 64))
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert out.target == tok.encode("Ada Quell", add_special_tokens=False) + [eot]
+    assert "was founded by Ada Quell.\n\nAnswer: Ada Quell" in tok.decode(out.teacher)
+    generic, = tokenize_all([_ex(1, "Q?", "D.")], tok, Lengths(256, 512, 64))[0]
+    assert generic.target == tok.encode("D.", add_special_tokens=False) + [eot]
+
+
 def _batcher(tok, n=23, **kw):
     examples, _ = tokenize_all([_ex(i, f"question {i}" * (1 + i % 3)) for i in range(n)], tok,
                                Lengths(256, 256, 32))
