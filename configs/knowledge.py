@@ -10,7 +10,7 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
 A continual run with one stage: results.json holds the base row and the row after training
 (columns: new_facts = held-out paraphrases strict, prior:heldout_lenient, prior:ood_strict,
-prior:ood_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
+prior:ood_lenient, prior:humaneval = HumanEval pass@1 on its first 40 problems, the prior capability). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
 
@@ -54,6 +54,9 @@ def get_config(arg=None):
                                        scorer=scorer))
         for name, part, scorer in (("heldout_lenient", "heldout", "knowledge_lenient"),
                                    ("ood_strict", "ood", "knowledge"), ("ood_lenient", "ood", "knowledge_lenient"))]
+    # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check).
+    c.eval.prior_evals = ml_collections.ConfigDict(dict(humaneval=dict(
+        type="humaneval", examples=2 if args.model == "tiny" else 40, max_new_tokens=8 if args.model == "tiny" else 384)))
     return c
 
 

@@ -21,6 +21,7 @@ import inspect
 
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.heldout_nll import HeldoutNLL
+from sdft_jax.eval.humaneval import HumanEvalPass1
 from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.eval.likelihood import LikelihoodScorer, read_mc_jsonl
 
@@ -85,7 +86,7 @@ class MultipleChoice:
 
 
 TYPES = {"heldout_nll": HeldoutNLL, "accuracy": TaskAccuracy, "multiple_choice": MultipleChoice,
-         "kl_to_base": KLToBase}
+         "kl_to_base": KLToBase, "humaneval": HumanEvalPass1}
 
 
 def check_spec(name: str, spec) -> None:

@@ -172,6 +172,14 @@ SCORERS: dict[str, Callable[[str, dict], float]] = {
 }
 
 
+def score_humaneval(completion: str, example: dict) -> float:
+    from sdft_jax.eval.humaneval import score
+    return score(completion, example)
+
+
+SCORERS["humaneval"] = score_humaneval
+
+
 def score_completion(task: str, completion_text: str, example: dict) -> float:
     if task not in SCORERS:
         raise ValueError(f"no scorer for task {task!r}; known: {sorted(SCORERS)}")
