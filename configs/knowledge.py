@@ -9,8 +9,9 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
 A continual run with one stage: results.json holds the base row and the row after training
-(columns: new_facts = held-out paraphrases strict, prior:heldout_lenient, prior:ood_strict,
-prior:ood_lenient, prior:humaneval = HumanEval pass@1 on its first 40 problems, the prior capability). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
+(columns: heldout = held-out paraphrases, strict; prior:ood = indirect questions, strict;
+prior:humaneval = HumanEval pass@1 on its first 40 problems, the prior capability; then
+heldout/knowledge_lenient and prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
 
@@ -46,14 +47,14 @@ def get_config(arg=None):
     c.loss.chunk_size = 64
     c.checkpoint.every = 10**6
     c.optim.lr = 1e-5
+    # Strict and lenient from one generation pass each (also_scorers).
     c.stages = [ml_collections.ConfigDict(dict(
-        task="knowledge", name="new_facts", path=os.path.join(root, "train"), steps=steps,
-        eval_path=os.path.join(root, "heldout"), eval_split="test", scorer="knowledge"))]
-    c.eval.prior_tasks = [
-        ml_collections.ConfigDict(dict(name=name, task="knowledge", path=os.path.join(root, part), split="test",
-                                       scorer=scorer))
-        for name, part, scorer in (("heldout_lenient", "heldout", "knowledge_lenient"),
-                                   ("ood_strict", "ood", "knowledge"), ("ood_lenient", "ood", "knowledge_lenient"))]
+        task="knowledge", name="heldout", path=os.path.join(root, "train"), steps=steps,
+        eval_path=os.path.join(root, "heldout"), eval_split="test", scorer="knowledge",
+        also_scorers=["knowledge_lenient"]))]
+    c.eval.prior_tasks = [ml_collections.ConfigDict(dict(
+        name="ood", task="knowledge", path=os.path.join(root, "ood"), split="test", scorer="knowledge",
+        also_scorers=["knowledge_lenient"]))]
     # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check).
     c.eval.prior_evals = ml_collections.ConfigDict(dict(humaneval=dict(
         type="humaneval", examples=2 if args.model == "tiny" else 40, max_new_tokens=8 if args.model == "tiny" else 384)))

@@ -1,6 +1,6 @@
 """Sequential multi-task training (the paper's continual experiment) with a forgetting matrix.
 
-config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer]}. One model
+config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer, also_scorers]}. One model
 is trained through the stages (each stage starts from the previous stage's export, with a fresh
 optimizer and teacher, as separate runs do); after each stage EVERY task of the sequence (and the
 configured prior suites: `eval.prior_tasks`, generation tasks {name, task, path[, split, scorer]},
@@ -38,11 +38,12 @@ def _eval_specs(config) -> dict[str, dict]:
         specs[name] = dict(type="accuracy", task=stage.task, scorer=stage.get("scorer") or "",
                            path=stage.get("eval_path") or stage.path,
                            split=stage.get("eval_split") or "", fallback_split=stage.get("split", "train"),
-                           batch_size=config.eval.get("batch_size", 8))
+                           batch_size=config.eval.get("batch_size", 8), also_scorers=tuple(stage.get("also_scorers") or ()))
     for prior in config.eval.get("prior_tasks", []) or []:
         specs[f"prior:{prior.name}"] = dict(type="accuracy", task=prior.task, path=prior.path,
                                             split=prior.get("split") or "", scorer=prior.get("scorer") or "",
-                                            batch_size=config.eval.get("batch_size", 8))
+                                            batch_size=config.eval.get("batch_size", 8),
+                                            also_scorers=tuple(prior.get("also_scorers") or ()))
     for path in config.eval.get("prior_mc_files", []) or []:
         specs[f"prior:{os.path.basename(path)}"] = dict(type="multiple_choice", path=path)
     for name, spec in (config.eval.get("prior_evals") or {}).items():  # any evaluator spec (e.g. humaneval)

@@ -104,7 +104,7 @@ def tokenize_example(tokenizer, ex: dict, index: int, lengths: Lengths, template
         stats.teacher_demo_cut += 1
     # Knowledge rows' demonstration is the teacher's "text and answers" (article + answer); SFT
     # trains on the question-answer pair (the paper's SFT baseline), so its target is the answer.
-    sft_text = ex["answer"] if ex["task"] == "knowledge" and ex["answer"] else ex["demonstration"]
+    sft_text = ex["answer"] if ex.get("task") == "knowledge" and ex.get("answer") else ex["demonstration"]
     target = _ids(tokenizer, sft_text) + [eot]
     if len(target) > lengths.max_completion:
         target = target[: lengths.max_completion]

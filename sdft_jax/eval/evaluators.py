@@ -57,7 +57,7 @@ def _with_params(model, params):
 class TaskAccuracy:
     def __init__(self, name: str, ctx: EvalContext, *, task: str = "", path: str = "", split: str = "",
                  fallback_split: str = "train", scorer: str = "", examples: int = 0, context: str = "student",
-                 max_new_tokens: int = 0, batch_size: int = 8, every: int = 0):
+                 max_new_tokens: int = 0, batch_size: int = 8, every: int = 0, also_scorers: tuple = ()):
         c = ctx.config
         task, path = task or c.data.task, path or c.data.path
         self.name, self.every, self.context, self.model = name, every, context, ctx.model
@@ -66,11 +66,13 @@ class TaskAccuracy:
         self.kwargs = dict(with_demonstration=context == "teacher", template=c.data.teacher_template,
                            max_new_tokens=max_new_tokens or c.sampling.max_new_tokens,
                            max_prompt=c.data.max_teacher_prompt if context == "teacher" else c.data.max_student_prompt,
-                           batch_size=batch_size)
+                           batch_size=batch_size, also_scorers=tuple(also_scorers))
 
     def __call__(self, params, teacher_params=None) -> dict:
+        """{NAME: accuracy} and, per extra scorer S on the same completions, {NAME/S: accuracy}."""
         weights = teacher_params if self.context == "teacher" and teacher_params is not None else params
-        return {self.name: evaluate(self.model, self.rows, self.scorer, params=weights, **self.kwargs)["accuracy"]}
+        m = evaluate(self.model, self.rows, self.scorer, params=weights, **self.kwargs)
+        return {self.name: m["accuracy"], **{f"{self.name}/{a}": m[f"accuracy:{a}"] for a in self.kwargs["also_scorers"]}}
 
 
 class MultipleChoice:

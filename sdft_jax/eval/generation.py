@@ -32,8 +32,10 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
              template: str = DEFAULT_TEACHER_TEMPLATE, max_new_tokens: int = 512, max_prompt: int = 4096,
              batch_size: int = 8, temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1,
              seed: int = 0, out_jsonl: str | None = None, params=None, stop_ids: Sequence[int] | None = None,
-             progress: bool = False) -> dict:
-    """Greedy by default; with temperature > 0 and num_samples = n, also pass@k for k <= n."""
+             progress: bool = False, also_scorers: Sequence[str] = ()) -> dict:
+    """Greedy by default; with temperature > 0 and num_samples = n, also pass@k for k <= n.
+    `also_scorers`: more scorers applied to the same first completions (`accuracy:NAME`), so one
+    generation pass gives e.g. strict and lenient knowledge accuracy."""
     tok = model.tokenizer
     params = model.params if params is None else params
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -68,7 +70,8 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             raw = json.loads(ex["raw"]) if ex.get("raw") else ex
             scores = [score_completion(task, c, raw) for c in samples]
             records.append({"id": ex["id"], "prompt": ex["prompt"], "completion": samples[0],
-                            "score": scores[0], "scores": scores})
+                            "score": scores[0], "scores": scores,
+                            **{f"score:{a}": score_completion(a, samples[0], raw) for a in also_scorers}})
         if progress:  # stderr: stdout carries the metrics JSON
             elapsed = time.perf_counter() - start
             eta = elapsed / len(records) * (len(contexts) - len(records))
@@ -80,6 +83,8 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
     metrics = {"task": task, "context": "teacher" if with_demonstration else "student", "n": n,
                "skipped_too_long": skipped, "accuracy": float(np.mean([r["score"] for r in records])) if n else 0.0,
                "seconds": round(seconds, 2)}
+    for a in also_scorers:
+        metrics[f"accuracy:{a}"] = float(np.mean([r[f"score:{a}"] for r in records])) if n else 0.0
     if num_samples > 1:
         for k in sorted({1, num_samples} | {k for k in (2, 4, 8, 16) if k < num_samples}):
             metrics[f"pass@{k}"] = float(np.mean([pass_at_k(num_samples, int(sum(s >= 1.0 for s in r["scores"])), k)
