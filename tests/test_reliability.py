@@ -146,13 +146,13 @@ def test_sigterm_during_start_up_exits_0(tmp_path):
 
 
 def test_a_run_that_cannot_fit_stops_before_the_first_step(tmp_path, monkeypatch):
-    """Before: OOM-killed (SIGKILL, no message). The compiled sampler's memory analysis is compared
-    with the free memory; here the machine is made to report 1 KiB free."""
+    """Before: OOM-killed (SIGKILL, no message). The compiled step's memory analysis (the fused
+    program: rollout + update) is compared with the free memory; here the machine reports 1 KiB free."""
     from sdft_jax import memory_check
     monkeypatch.setattr(memory_check, "free_bytes", lambda: (2 ** 10, "host memory (MemAvailable)"))
     workdir = str(tmp_path / "w")
     with pytest.raises(memory_check.MemoryPlanError,
-                       match=r"the sampler needs [\d.]+ MiB beyond its [\d.]+ MiB of arguments, but only 0.0 MiB of "
+                       match=r"the SDFT step \(rollout \+ update\) needs [\d.]+ MiB beyond its [\d.]+ MiB of arguments, but only 0.0 MiB of "
                              r"host memory \(MemAvailable\) is free: lower it with model.remat=full"):
         run(_tiny(), workdir)
     assert not os.path.exists(os.path.join(workdir, "metrics.jsonl")) or not _metrics(workdir)
