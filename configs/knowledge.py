@@ -10,8 +10,9 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
 A continual run with one stage: results.json holds the base row and the row after training
 (columns: heldout = held-out paraphrases, strict; prior:ood = indirect questions, strict;
-prior:humaneval = HumanEval pass@1 on its first 40 problems, the prior capability; then
-heldout/knowledge_lenient and prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
+prior:humaneval = HumanEval pass@1 on its first 40 problems and prior:drift = NLL of the base's own
+answers to 24 general prompts, the prior capability; then heldout/knowledge_lenient and
+prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
 
@@ -55,9 +56,13 @@ def get_config(arg=None):
     c.eval.prior_tasks = [ml_collections.ConfigDict(dict(
         name="ood", task="knowledge", path=os.path.join(root, "ood"), split="test", scorer="knowledge",
         also_scorers=["knowledge_lenient"]))]
-    # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check).
-    c.eval.prior_evals = ml_collections.ConfigDict(dict(humaneval=dict(
-        type="humaneval", examples=2 if args.model == "tiny" else 40, max_new_tokens=8 if args.model == "tiny" else 384)))
+    # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check), and
+    # drift: NLL of the base model's own answers to 24 general prompts (written once per base model).
+    tiny = args.model == "tiny"
+    c.eval.prior_evals = ml_collections.ConfigDict(dict(
+        humaneval=dict(type="humaneval", examples=2 if tiny else 40, max_new_tokens=8 if tiny else 384),
+        drift=dict(type="base_answer_nll", examples=4 if tiny else 24, max_new_tokens=8 if tiny else 128,
+                   answers=os.path.join(cache_root(), "knowledge", f"base_answers_{args.model}.jsonl"))))
     return c
 
 

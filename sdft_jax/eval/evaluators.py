@@ -20,6 +20,7 @@ import dataclasses
 import inspect
 
 from sdft_jax.eval.generation import evaluate
+from sdft_jax.eval.base_drift import BaseAnswerNLL
 from sdft_jax.eval.heldout_nll import HeldoutNLL
 from sdft_jax.eval.humaneval import HumanEvalPass1
 from sdft_jax.eval.kl_to_base import KLToBase
@@ -88,7 +89,7 @@ class MultipleChoice:
 
 
 TYPES = {"heldout_nll": HeldoutNLL, "accuracy": TaskAccuracy, "multiple_choice": MultipleChoice,
-         "kl_to_base": KLToBase, "humaneval": HumanEvalPass1}
+         "kl_to_base": KLToBase, "humaneval": HumanEvalPass1, "base_answer_nll": BaseAnswerNLL}
 
 
 def check_spec(name: str, spec) -> None:
