@@ -10,6 +10,7 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
 A continual run with one stage: results.json holds the base row and the row after training
 (columns: heldout = held-out paraphrases, strict; prior:ood = indirect questions, strict;
+prior:oracle_rag = the held-out questions with the article in context (the paper's oracle-RAG row);
 prior:humaneval = HumanEval pass@1 on its first 40 problems and prior:drift = NLL of the base's own
 answers to 24 general prompts, the prior capability; then heldout/knowledge_lenient and
 prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
@@ -53,9 +54,13 @@ def get_config(arg=None):
         task="knowledge", name="heldout", path=os.path.join(root, "train"), steps=steps,
         eval_path=os.path.join(root, "heldout"), eval_split="test", scorer="knowledge",
         also_scorers=["knowledge_lenient"]))]
-    c.eval.prior_tasks = [ml_collections.ConfigDict(dict(
-        name="ood", task="knowledge", path=os.path.join(root, "ood"), split="test", scorer="knowledge",
-        also_scorers=["knowledge_lenient"]))]
+    c.eval.prior_tasks = [
+        ml_collections.ConfigDict(dict(name="ood", task="knowledge", path=os.path.join(root, "ood"), split="test",
+                                       scorer="knowledge", also_scorers=["knowledge_lenient"])),
+        # The oracle-RAG ceiling: held-out test questions with the right article in context (no answer).
+        ml_collections.ConfigDict(dict(name="oracle_rag", task="demonstrations", path=os.path.join(root, "oracle"),
+                                       split="test", scorer="knowledge", also_scorers=["knowledge_lenient"],
+                                       context="teacher"))]
     # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check), and
     # drift: NLL of the base model's own answers to 24 general prompts (written once per base model).
     tiny = args.model == "tiny"
@@ -69,7 +74,7 @@ def get_config(arg=None):
 def corpus_folder(seed: int, companies: int) -> str:
     from sdft_jax.knowledge import corpus
     root = os.path.join(cache_root(), "knowledge", f"seed{seed}_n{companies}")
-    if not os.path.isfile(os.path.join(root, "ood", "test.jsonl")):
+    if not all(os.path.isfile(os.path.join(root, rel)) for rel in corpus.FILES):
         corpus.write(root + ".partial", companies, seed)
         os.makedirs(os.path.dirname(root), exist_ok=True)
         if not os.path.isdir(root):

@@ -3,7 +3,8 @@
 config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer, also_scorers]}. One model
 is trained through the stages (each stage starts from the previous stage's export, with a fresh
 optimizer and teacher, as separate runs do); after each stage EVERY task of the sequence (and the
-configured prior suites: `eval.prior_tasks`, generation tasks {name, task, path[, split, scorer]},
+configured prior suites: `eval.prior_tasks`, generation tasks {name, task, path[, split, scorer,
+also_scorers, context]},
 `eval.prior_mc_files`, multiple-choice files, and `eval.prior_evals`, any evaluator specs) is evaluated. A finished stage is never re-run,
 so the whole sequence resumes where it stopped. Outputs in WORKDIR: results.json, matrix.csv,
 continual.png, and one sub-workdir per stage.
@@ -43,7 +44,8 @@ def _eval_specs(config) -> dict[str, dict]:
         specs[f"prior:{prior.name}"] = dict(type="accuracy", task=prior.task, path=prior.path,
                                             split=prior.get("split") or "", scorer=prior.get("scorer") or "",
                                             batch_size=config.eval.get("batch_size", 8),
-                                            also_scorers=tuple(prior.get("also_scorers") or ()))
+                                            also_scorers=tuple(prior.get("also_scorers") or ()),
+                                            context=prior.get("context") or "student")
     for path in config.eval.get("prior_mc_files", []) or []:
         specs[f"prior:{os.path.basename(path)}"] = dict(type="multiple_choice", path=path)
     for name, spec in (config.eval.get("prior_evals") or {}).items():  # any evaluator spec (e.g. humaneval)

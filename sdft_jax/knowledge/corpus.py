@@ -17,7 +17,8 @@ companies) and, for comparisons, `first_of` (the first company named must be the
 
 writes DIR/train/train.jsonl, DIR/heldout/{val,test}.jsonl, DIR/ood/test.jsonl as `knowledge`
 rows (question, answer, article, title + the scoring fields) that `data.task=knowledge` reads:
-teacher context = article + answer, student context = the question.
+teacher context = article + answer, student context = the question; and DIR/oracle/test.jsonl,
+the held-out test questions with the article alone as `demonstrations` rows (the oracle-RAG ceiling).
 """
 from __future__ import annotations
 
@@ -120,12 +121,22 @@ def ood_questions(cs: list[dict], seed: int) -> list[dict]:
     return rows
 
 
+FILES = ("train/train.jsonl", "heldout/val.jsonl", "heldout/test.jsonl", "ood/test.jsonl", "oracle/test.jsonl")
+
+
+def oracle_rows(rows: list[dict]) -> list[dict]:
+    """The held-out test questions as generic `demonstrations` rows whose demonstration is the
+    article alone: evaluated in the teacher context, the paper's oracle-RAG row (the base with the
+    right article in context, not the answer)."""
+    return [{**r, "prompt": r["question"], "demonstration": r["article"]} for r in rows]
+
+
 def build(n: int, seed: int) -> dict[str, list[dict]]:
     cs = companies(n, seed)
-    return {"train/train.jsonl": fact_questions(cs, 0, "train"),
-            "heldout/val.jsonl": fact_questions(cs, 1, "heldout"),
-            "heldout/test.jsonl": fact_questions(cs, 2, "heldout"),
-            "ood/test.jsonl": ood_questions(cs, seed)}
+    heldout_test = fact_questions(cs, 2, "heldout")
+    parts = (fact_questions(cs, 0, "train"), fact_questions(cs, 1, "heldout"), heldout_test,
+             ood_questions(cs, seed), oracle_rows(heldout_test))
+    return dict(zip(FILES, parts))
 
 
 def write(out_dir: str, n: int = 60, seed: int = 0) -> dict[str, int]:

@@ -47,7 +47,13 @@ def test_ood_questions_need_the_facts_without_naming_the_company():
 
 def test_written_rows_are_a_knowledge_dataset(tmp_path):
     counts = corpus.write(str(tmp_path / "k"), n=10, seed=0)
-    assert counts == {"train/train.jsonl": 40, "heldout/val.jsonl": 40, "heldout/test.jsonl": 40, "ood/test.jsonl": 30}
+    from sdft_jax.data import prepare
+    assert counts == {"train/train.jsonl": 40, "heldout/val.jsonl": 40, "heldout/test.jsonl": 40, "ood/test.jsonl": 30,
+                      "oracle/test.jsonl": 40}
+    oracle = prepare("demonstrations", str(tmp_path / "k" / "oracle"), str(tmp_path / "tfds"))["test"][0]
+    raw = json.loads(oracle["raw"])
+    assert oracle["demonstration"] == raw["article"] and raw["answer"] not in oracle["demonstration"].split(
+        "Answer:")[1:]  # the article alone, no "Answer:" line
     from sdft_jax.data import prepare
     train = prepare("knowledge", str(tmp_path / "k" / "train"), str(tmp_path / "tfds"))["train"]
     held = prepare("knowledge", str(tmp_path / "k" / "heldout"), str(tmp_path / "tfds"))

@@ -16,9 +16,10 @@ def test_knowledge_config_runs_base_eval_training_and_eval(tmp_path, monkeypatch
     assert c.stages[0].steps == 2 and os.path.isfile(os.path.join(c.stages[0].path, "train.jsonl"))
     out = run_program(c, str(tmp_path / "run"))
     results = json.load(open(tmp_path / "run" / "results.json"))
-    assert out["columns"] == results["columns"] == ["heldout", "prior:ood", "prior:drift", "prior:humaneval",
-                                                    "heldout/knowledge_lenient", "prior:ood/knowledge_lenient"]
-    assert len(results["matrix"]) == 1 and len(results["base_row"]) == 6
+    assert out["columns"] == results["columns"] == [
+        "heldout", "prior:ood", "prior:oracle_rag", "prior:drift", "prior:humaneval", "heldout/knowledge_lenient",
+        "prior:ood/knowledge_lenient", "prior:oracle_rag/knowledge_lenient"]
+    assert len(results["matrix"]) == 1 and len(results["base_row"]) == 8
     drift = results["columns"].index("prior:drift")
     assert results["base_row"][drift] > 0 and results["matrix"][0][drift] != results["base_row"][drift]
     assert os.path.isdir(tmp_path / "run" / "stage0_knowledge" / "export")
