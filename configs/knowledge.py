@@ -16,6 +16,7 @@ answers to 24 general prompts, the prior capability; then heldout/knowledge_leni
 prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
+import shutil
 
 import ml_collections
 
@@ -74,9 +75,8 @@ def get_config(arg=None):
 def corpus_folder(seed: int, companies: int) -> str:
     from sdft_jax.knowledge import corpus
     root = os.path.join(cache_root(), "knowledge", f"seed{seed}_n{companies}")
-    if not all(os.path.isfile(os.path.join(root, rel)) for rel in corpus.FILES):
+    if not all(os.path.isfile(os.path.join(root, rel)) for rel in corpus.FILES):  # absent, or from an older generator
         corpus.write(root + ".partial", companies, seed)
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        if not os.path.isdir(root):
-            os.replace(root + ".partial", root)
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(root + ".partial", root)
     return root

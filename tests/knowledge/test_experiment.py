@@ -23,3 +23,14 @@ def test_knowledge_config_runs_base_eval_training_and_eval(tmp_path, monkeypatch
     drift = results["columns"].index("prior:drift")
     assert results["base_row"][drift] > 0 and results["matrix"][0][drift] != results["base_row"][drift]
     assert os.path.isdir(tmp_path / "run" / "stage0_knowledge" / "export")
+
+
+def test_an_incomplete_cached_corpus_is_rebuilt(tmp_path, monkeypatch):
+    """A corpus cached by an older generator (a file missing) is written anew, not reused."""
+    monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("knowledge_cfg", os.path.join(REPO, "configs", "knowledge.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    root = mod.corpus_folder(0, 5)
+    os.remove(os.path.join(root, "oracle", "test.jsonl"))
+    assert mod.corpus_folder(0, 5) == root and os.path.isfile(os.path.join(root, "oracle", "test.jsonl"))
