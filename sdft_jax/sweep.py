@@ -80,14 +80,6 @@ def _get(config, key: str):
     return node
 
 
-def _set(config, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-
-
 def point_name(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
 
@@ -99,8 +91,7 @@ def grid(axes: list[tuple[str, list]]) -> list[dict]:
 
 def point_config(base: ml_collections.ConfigDict, point: dict) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(base.to_dict())  # a deep copy per point
-    for k, v in point.items():
-        _set(c, k, v)
+    c.update_from_flattened_dict(point)
     return c
 
 

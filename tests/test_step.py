@@ -1,6 +1,5 @@
 """step.py: the fused step equals the separate programs (sampler, assembly, train step), on one
 device and on a (2, 2, 2) mesh, compiles once per bucket, and decodes without weight collectives."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 from sdft_jax.model import load_pretrained, lora
 from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
