@@ -1,19 +1,20 @@
 """Knowledge acquisition in miniature (the paper's Table 1, offline): a model learns the facts of a
-generated fictional-company corpus (sdft_jax/knowledge/corpus.py) with SDFT or SFT, and is scored
-before and after on held-out paraphrased questions and indirect (OOD) questions, strict and
+generated fictional-company corpus (sdft_jax/knowledge/corpus.py) with SDFT and with SFT, and is
+scored before and after on held-out paraphrased questions and indirect (OOD) questions, strict and
 lenient. Teacher context = article + answer (the paper's "Text and Answers"); student = the question.
 
-    python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m,method=sdft --workdir runs/k_sdft
-    python -m sdft_jax.sweep --config=configs/knowledge.py:model=smollm2_135m --workdir runs/k \\
-        --sweep 'method=[sdft,sft]' --sweep 'optim.lr=[1e-5,3e-5,1e-4]'
+    python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m --workdir runs/knowledge
+    python -m sdft_jax.knowledge.report runs/knowledge --markdown > docs/EXPERIMENTS.md
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
-A continual run with one stage: results.json holds the base row and the row after training
-(columns: heldout = held-out paraphrases, strict; prior:ood = indirect questions, strict;
-prior:oracle_rag = the held-out questions with the article in context (the paper's oracle-RAG row);
-prior:humaneval = HumanEval pass@1 on its first 40 problems and prior:drift = NLL of the base's own
-answers to 24 general prompts, the prior capability; then heldout/knowledge_lenient and
-prior:ood/knowledge_lenient). The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
+The compare program (sdft_jax/compare.py): the base model's evaluations, then per method the same
+sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one), each point chosen by
+strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
+the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphrases), ood (indirect
+questions), oracle_rag (the held-out test questions with the article in context: the paper's
+oracle-RAG row and the teacher's ceiling), drift (NLL of the base's own answers to 24 general
+prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems). `method=sdft|sft`
+runs one method. The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
 import shutil
@@ -24,51 +25,60 @@ from configs import common
 from sdft_jax.cache import cache_root
 
 MODELS = {"smollm2_135m": "smollm2-135m-instruct", "qwen2_5_0_5b": "qwen2.5-0.5b-instruct"}
+LRS, EPOCHS = (2e-5, 6e-5, 2e-4), (2, 4)
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, model="smollm2_135m", method="sdft", companies=60, epochs=4, corpus_seed=0)
+    args = common.parse_arg(arg, model="smollm2_135m", method="both", companies=30, lr=0.0, epochs=0,
+                            corpus_seed=0, val_examples=60)
     c = common.base_config()
-    c.program = "continual"
-    c.method = args.method
+    c.program = "compare"
     root = corpus_folder(args.corpus_seed, args.companies)
+    c.data.task, c.data.path, c.data.split = "knowledge", os.path.join(root, "train"), "train"
     c.batch.prompts_per_step = 8
-    steps = max(1, args.epochs * args.companies * 4 // c.batch.prompts_per_step)  # 4 questions per company
-    if args.model == "tiny":  # configs/tiny.py's random model: checks the pipeline, learns nothing
+    steps_per_epoch = max(1, args.companies * 4 // c.batch.prompts_per_step)  # 4 questions per company
+    tiny = args.model == "tiny"
+    if tiny:  # configs/tiny.py's random model: checks the pipeline, learns nothing
         from configs.tiny import materialize
         c.model.path, _ = materialize(seed=0)
-        steps, c.eval.examples = 2, 8
         c.sampling.max_new_tokens = 16
     else:
         if args.model not in MODELS:
             raise ValueError(f"model={args.model!r}; expected tiny or one of {', '.join(MODELS)}")
         c.model.path = common.real_model_path(MODELS[args.model])
         c.sampling.max_new_tokens = 64
-        c.eval.examples = 240
     c.model.dtype = "float32"
     c.data.max_student_prompt, c.data.max_teacher_prompt = 128, 384
     c.loss.chunk_size = 64
     c.checkpoint.every = 10**6
-    c.optim.lr = 1e-5
-    # Strict and lenient from one generation pass each (also_scorers).
-    c.stages = [ml_collections.ConfigDict(dict(
-        task="knowledge", name="heldout", path=os.path.join(root, "train"), steps=steps,
-        eval_path=os.path.join(root, "heldout"), eval_split="test", scorer="knowledge",
-        also_scorers=["knowledge_lenient"]))]
-    c.eval.prior_tasks = [
-        ml_collections.ConfigDict(dict(name="ood", task="knowledge", path=os.path.join(root, "ood"), split="test",
-                                       scorer="knowledge", also_scorers=["knowledge_lenient"])),
-        # The oracle-RAG ceiling: held-out test questions with the right article in context (no answer).
-        ml_collections.ConfigDict(dict(name="oracle_rag", task="demonstrations", path=os.path.join(root, "oracle"),
-                                       split="test", scorer="knowledge", also_scorers=["knowledge_lenient"],
-                                       context="teacher"))]
-    # Prior capability: HumanEval pass@1 on the first 40 problems (greedy; 2 for the pipeline check), and
-    # drift: NLL of the base model's own answers to 24 general prompts (written once per base model).
-    tiny = args.model == "tiny"
-    c.eval.prior_evals = ml_collections.ConfigDict(dict(
-        humaneval=dict(type="humaneval", examples=2 if tiny else 40, max_new_tokens=8 if tiny else 384),
+    c.optim.lr = args.lr or LRS[0]
+    c.steps = (args.epochs or EPOCHS[-1]) * steps_per_epoch
+    lrs = [args.lr] if args.lr else LRS
+    epochs = [args.epochs] if args.epochs else EPOCHS
+    n = 2 if tiny else args.companies  # rows evaluated per split: every one (2 on the tiny model)
+
+    def accuracy(split_path, split, rows, **kw):
+        return dict(type="accuracy", path=os.path.join(root, split_path), split=split, scorer="knowledge",
+                    also_scorers=["knowledge_lenient"], examples=rows, **kw)
+
+    c.evals = ml_collections.ConfigDict(dict(
+        val=accuracy("heldout", "validation", 2 if tiny else args.val_examples, task="knowledge")))
+    evals = dict(
+        heldout=accuracy("heldout", "test", 4 * n, task="knowledge"),
+        ood=accuracy("ood", "test", 3 * n, task="knowledge"),
+        oracle_rag=accuracy("oracle", "test", 4 * n, task="demonstrations", context="teacher"),
         drift=dict(type="base_answer_nll", examples=4 if tiny else 24, max_new_tokens=8 if tiny else 128,
-                   answers=os.path.join(cache_root(), "knowledge", f"base_answers_{args.model}.jsonl"))))
+                   answers=os.path.join(cache_root(), "knowledge", f"base_answers_{args.model}.jsonl")))
+    panels = ["drift"]
+    if args.model.startswith("qwen") or tiny:  # a coder model; SmolLM2-135M is not one
+        evals["humaneval"] = dict(type="humaneval", examples=2 if tiny else 40, max_new_tokens=8 if tiny else 384)
+        panels.append("humaneval")
+    c.compare = ml_collections.ConfigDict(dict(
+        methods=["sdft", "sft"] if args.method == "both" else [args.method],
+        sweep=[f"optim.lr=[{','.join(map(str, lrs))}]", f"steps=[{','.join(str(e * steps_per_epoch) for e in epochs)}]"],
+        select="val", tie_break="val/knowledge_lenient", evals=evals,
+        ceiling={"heldout": "oracle_rag", "heldout/knowledge_lenient": "oracle_rag/knowledge_lenient"},
+        plot=["heldout", "heldout/knowledge_lenient", "ood", "ood/knowledge_lenient"], panels=panels))
     return c
 
 

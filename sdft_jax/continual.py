@@ -53,7 +53,7 @@ def _eval_specs(config) -> dict[str, dict]:
     return specs
 
 
-def _evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
+def evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
     model = load_pretrained(path, dtype=config.model.dtype)
     ctx = EvalContext(config, model, data_dir=os.path.join(workdir, "tfds"))
     return evaluate_all([build(name, spec, ctx) for name, spec in specs.items()])
@@ -70,7 +70,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {"rows": [], "stages": []}
 
     if "base" not in results:
-        results["base"] = _evaluate_model(base_path, specs, config, workdir)
+        results["base"] = evaluate_model(base_path, specs, config, workdir)
         say(f"base model accuracies: {results['base']}")
         json.dump(results, open(results_path, "w"), indent=2)
     previous = base_path
@@ -94,7 +94,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
             say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
             return {**results, "preempted": True}
         previous = os.path.join(stage_dir, "export")
-        row = _evaluate_model(previous, specs, config, workdir)
+        row = evaluate_model(previous, specs, config, workdir)
         results["rows"].append(row)
         results["stages"].append(names[i])
         say(f"after stage {i + 1}: {row}")

@@ -9,7 +9,7 @@ import sys
 
 import ml_collections
 
-PROGRAMS = ("train", "continual", "demo")
+PROGRAMS = ("train", "continual", "demo", "compare")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -44,6 +44,9 @@ def run_program(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if program == "continual":
         from sdft_jax.continual import run_continual
         return run_continual(config, workdir)
+    if program == "compare":
+        from sdft_jax.compare import run_compare
+        return run_compare(config, workdir)
     if program == "train":
         from sdft_jax.train import run
         return run(config, workdir)

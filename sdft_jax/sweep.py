@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import sys
+import time
 
 import ml_collections
 from absl import flags
@@ -148,13 +149,15 @@ def run_sweep(base: ml_collections.ConfigDict, workdir: str, sweep_args: list[st
             say(f"[sweep] {i + 1}/{len(points)} {name}: done before, skipped")
             continue
         say(f"[sweep] {i + 1}/{len(points)} {name}")
+        start = time.perf_counter()
         metrics = run_program(point_config(base, point), folder) or {}
         if metrics.get("preempted"):
             rows.append({"point": point, "status": "preempted", "metrics": _scalars(metrics)})
             write_summary(workdir, axes, rows)
             say(f"[sweep] stopped by SIGTERM during {name}; rerun the same command to resume")
             return rows
-        row = {"point": point, "status": "done", "metrics": _scalars(metrics)}
+        row = {"point": point, "status": "done", "metrics": _scalars(metrics),
+               "seconds": round(time.perf_counter() - start, 1)}  # this invocation's share when resumed
         with open(done, "w") as f:
             json.dump(row, f, indent=2, sort_keys=True)
         rows.append(row)

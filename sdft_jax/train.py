@@ -291,7 +291,7 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
                                     settings.num_generations)
             pending = _Pending(done, metrics, host, rollout, flops)
             sample_due = bool(config.log.samples_every and done % config.log.samples_every == 0)
-            eval_due = [ev for ev in s.evaluators if done % ev.every == 0]
+            eval_due = [ev for ev in s.evaluators if _due(ev.every, done, config.steps)]
             # Read once: a SIGTERM arriving later in this iteration is served by the next one (it
             # used to be seen only at the exit check, which then claimed a save that never happened).
             stopping = preempt.requested
@@ -318,6 +318,11 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
         return {"step": int(state.step), **last}
     finally:
         preempt.restore()
+
+
+def _due(every: int, done: int, steps: int) -> bool:
+    """An evaluator's schedule: every `every` steps, or with every=-1 once, at the last step."""
+    return done == steps if every < 0 else done % every == 0
 
 
 def _fits_or_stop(name: str, jitted):

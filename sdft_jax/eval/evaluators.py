@@ -3,7 +3,8 @@
     config.evals.NAME = dict(type="heldout_nll" | "accuracy" | "multiple_choice", every=0, ...)
 
 `from_config(config, ctx)` builds them once the model is loaded; each is called as
-`ev(params, teacher_params) -> {NAME: value}` every `every` steps (0 = `eval.every`) and the loop logs
+`ev(params, teacher_params) -> {NAME: value}` every `every` steps (0 = `eval.every`, -1 = once, at the
+last step) and the loop logs
 `eval/NAME`. Unknown types and arguments name the key. Types:
   heldout_nll      split, examples, context (student | teacher)        sdft_jax/eval/heldout_nll.py
   accuracy         task, path, split, scorer, examples, context, max_new_tokens, batch_size:

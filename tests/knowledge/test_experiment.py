@@ -1,4 +1,5 @@
-"""configs/knowledge.py end to end on the tiny model: corpus -> base eval -> 2 training steps -> eval."""
+"""configs/knowledge.py end to end on the tiny model: corpus -> base eval -> per method a sweep,
+a choice on validation and the test evaluations -> results.json / results.md / results.png."""
 import importlib.util
 import json
 import os
@@ -7,30 +8,47 @@ from sdft_jax.programs import run_program
 from tests.test_train import REPO
 
 
-def test_knowledge_config_runs_base_eval_training_and_eval(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / "cache"))
+def _knowledge_config(arg):
     spec = importlib.util.spec_from_file_location("knowledge_cfg", os.path.join(REPO, "configs", "knowledge.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    c = mod.get_config("model=tiny,method=sft,companies=8")
-    assert c.stages[0].steps == 2 and os.path.isfile(os.path.join(c.stages[0].path, "train.jsonl"))
+    return mod, mod.get_config(arg)
+
+
+def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / "cache"))
+    _, c = _knowledge_config("model=tiny,companies=8,epochs=1")  # 1 epoch = 4 steps of 8 prompts
+    assert c.compare.sweep == ["optim.lr=[2e-05,6e-05,0.0002]", "steps=[4]"]
+    c.compare.sweep = ["optim.lr=[1e-3,1e-2]", "steps=[2]"]  # two points per method, 2 steps each
     out = run_program(c, str(tmp_path / "run"))
     results = json.load(open(tmp_path / "run" / "results.json"))
     assert out["columns"] == results["columns"] == [
-        "heldout", "prior:ood", "prior:oracle_rag", "prior:drift", "prior:humaneval", "heldout/knowledge_lenient",
-        "prior:ood/knowledge_lenient", "prior:oracle_rag/knowledge_lenient"]
-    assert len(results["matrix"]) == 1 and len(results["base_row"]) == 8
-    drift = results["columns"].index("prior:drift")
-    assert results["base_row"][drift] > 0 and results["matrix"][0][drift] != results["base_row"][drift]
-    assert os.path.isdir(tmp_path / "run" / "stage0_knowledge" / "export")
+        "heldout", "heldout/knowledge_lenient", "ood", "ood/knowledge_lenient", "oracle_rag",
+        "oracle_rag/knowledge_lenient", "drift", "humaneval"]
+    for method in ("sdft", "sft"):
+        m = results["methods"][method]
+        assert [r["point"] for r in m["sweep"]] == [{"optim.lr": 1e-3, "steps": 2}, {"optim.lr": 1e-2, "steps": 2}]
+        assert all(set(r["validation"]) == {"val", "val/knowledge_lenient"} for r in m["sweep"])
+        chosen = os.path.join(tmp_path, "run", method, ",".join(f"{k}={v}" for k, v in m["chosen"].items()))
+        assert os.path.isdir(os.path.join(chosen, "export"))
+        logged = [json.loads(line) for line in open(os.path.join(chosen, "metrics.jsonl"))]
+        assert [r["step"] for r in logged if "eval/val" in r] == [2]  # every=-1: once, at the last step
+        assert m["test"]["drift"] != results["base"]["drift"]  # trained weights were evaluated
+    assert results["ceiling"] == {"heldout": results["base"]["oracle_rag"],
+                                  "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert "| base |" in table and "| SDFT (optim.lr=" in table and "teacher ceiling" in table
+    assert os.path.getsize(tmp_path / "run" / "results.png") > 10_000
+    messages = []  # a rerun redoes nothing
+    monkeypatch.setattr("sdft_jax.compare.say", messages.append)
+    assert run_program(c, str(tmp_path / "run"))["methods"] == results["methods"]
+    assert not any("test evaluations" in m and "chose" not in m for m in messages)
 
 
 def test_an_incomplete_cached_corpus_is_rebuilt(tmp_path, monkeypatch):
     """A corpus cached by an older generator (a file missing) is written anew, not reused."""
     monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("knowledge_cfg", os.path.join(REPO, "configs", "knowledge.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod, _ = _knowledge_config("model=tiny")
     root = mod.corpus_folder(0, 5)
     os.remove(os.path.join(root, "oracle", "test.jsonl"))
     assert mod.corpus_folder(0, 5) == root and os.path.isfile(os.path.join(root, "oracle", "test.jsonl"))
