@@ -3,10 +3,16 @@
     python -m sdft_jax.main                                  # = --config=configs/demo.py, ./runs/demo
     python -m sdft_jax.main --config=configs/demo.py --config.seed=1 --workdir runs/demo_seed1
     python -m sdft_jax.main --config=configs/demo.py:size=small --workdir /tmp/demo_small   # CI-sized
+    python -m sdft_jax.main --config=configs/demo.py:world=substitution --workdir runs/demo_substitution
+    python -m sdft_jax.sweep --config=configs/demo.py --workdir runs/demo_sweep \
+        --sweep 'demo.lr=[1e-4,3e-4,1e-3]' --sweep 'seed=[0,1,2]'        # the Pareto front (docs/DEMO.md)
 
 A ~0.9M-parameter Qwen2 is pretrained on prior skills (rev, dup, cyc) and on in-context episodes
 of random letter-substitution rules (cached in $SDFT_JAX_CACHE, default ~/.cache/sdft_jax), then
-taught 3 new hidden rules in sequence with SDFT and with SFT. See docs/DEMO.md.
+taught 3 new hidden rules in sequence with SDFT and with SFT. world=style (the default): any form
+of the right letters is correct and the expert writes a form the base never does (`f-e-a-c`);
+world=substitution: one right answer, the demonstration itself (the negative control). See
+docs/DEMO.md and sdft_jax/demo/world.py.
 """
 import ml_collections
 
@@ -15,19 +21,25 @@ from sdft_jax.demo import world
 
 
 def get_config(arg=None):
-    size = common.parse_arg(arg, size="full").size
+    args = common.parse_arg(arg, size="full", world="style")
+    size = args.size
     if size not in ("full", "small"):
         raise ValueError(f"size={size!r}; expected full or small")
+    if args.world not in world.WORLDS:
+        raise ValueError(f"world={args.world!r}; expected one of {', '.join(world.WORLDS)}")
     c = ml_collections.ConfigDict()
     c.program = "demo"
     c.seed = 0  # the new tasks' rules and words, data order, sampling
     c.demo = ml_collections.ConfigDict(dict(
+        world=args.world,
         num_tasks=3,
         train_rows=512,  # training rows per new task
         eval_examples=64,  # held-out rows per task (and per prior skill)
         steps_per_task=120,
         prompts_per_step=32,
-        lr=1e-3,
+        # style: the middle of the sweep {1e-4, 3e-4, 1e-3}, fixed before any comparison run;
+        # substitution: the rate its documented runs used.
+        lr=3e-4 if args.world == "style" else 1e-3,
         warmup_steps=6,
         teacher="ema",  # ema | frozen | live (teacher.kind of the SDFT runs)
         ema_alpha=0.01,

@@ -29,9 +29,6 @@ from sdft_jax.programs import (default_workdir, flag_error, quiet_dataset_buildi
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # configs/ is a package (configs.common) from any cwd
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file[:arg]", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "the sweep's folder: one sub-folder per grid point")
-_SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=[V1,V2,...]: a config key and the values it takes")
 DONE = "sweep_point.json"  # written in a point's folder when it finished
 # Metrics worth a column when a run returns them (train.run returns the last logged step's metrics).
 SUMMARY_KEYS = ("step", "loss", "forward_kl", "reverse_kl", "student_entropy", "grad_norm")
@@ -167,6 +164,14 @@ def run_sweep(base: ml_collections.ConfigDict, workdir: str, sweep_args: list[st
     return rows
 
 
+def _define_flags():
+    """Only when run as a program: sdft_jax.compare imports this module under sdft_jax.main's flags."""
+    global _CONFIG, _WORKDIR, _SWEEP
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file[:arg]", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep's folder: one sub-folder per grid point")
+    _SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=[V1,V2,...]: a config key and the values it takes")
+
+
 def main(argv) -> int:
     if len(argv) > 1:
         raise SweepError(f"unexpected arguments: {argv[1:]}")
@@ -188,4 +193,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    _define_flags()
     run_cli(main)

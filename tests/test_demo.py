@@ -110,7 +110,7 @@ def test_pretraining_is_deterministic(tmp_path, monkeypatch):
     paths = []
     for name in ("x", "y"):
         monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / name))
-        paths.append(pretrain.pretrained_base(pre, world_run_defaults(), say=lambda m: None))
+        paths.append(pretrain.pretrained_base(pre, world_run_defaults(), "style", say=lambda m: None))
     from safetensors.numpy import load_file
     a, b = (load_file(os.path.join(p, "model.safetensors")) for p in paths)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

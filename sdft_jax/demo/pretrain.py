@@ -19,8 +19,9 @@ from sdft_jax.demo import world
 WORLD_VERSION = 2
 
 
-def base_key(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> str:
-    blob = json.dumps({"world": WORLD_VERSION, **pre.to_dict(), "run": defaults.to_dict()}, sort_keys=True)
+def base_key(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, world_name: str) -> str:
+    blob = json.dumps({"world": WORLD_VERSION, "kind": world_name, **pre.to_dict(), "run": defaults.to_dict()},
+                      sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -41,12 +42,13 @@ def pretrain_config(pre: ml_collections.ConfigDict, defaults: ml_collections.Con
     return c
 
 
-def pretrained_base(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, say=print) -> str:
+def pretrained_base(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, world_name: str,
+                    say=print) -> str:
     """Path of the cached base checkpoint, pretraining it first when absent. An interrupted
     pretraining resumes from its last checkpoint (its work folder is kept until it finishes)."""
     from sdft_jax.model.random_checkpoint import build_random_checkpoint
     from sdft_jax.train import run
-    final = os.path.join(cache_root(), "demo_base", base_key(pre, defaults))
+    final = os.path.join(cache_root(), "demo_base", base_key(pre, defaults, world_name))
     if os.path.isfile(os.path.join(final, "config.json")):
         say(f"demo base model: cached at {final}")
         return final
@@ -56,7 +58,7 @@ def pretrained_base(pre: ml_collections.ConfigDict, defaults: ml_collections.Con
                             intermediate=pre.intermediate)
     corpus = os.path.join(work, "corpus", "train.jsonl")
     if not os.path.isfile(corpus):
-        world.write_jsonl(corpus, world.pretraining_rows(pre.steps * pre.batch, pre.seed))
+        world.write_jsonl(corpus, world.pretraining_rows(pre.steps * pre.batch, pre.seed, world_name))
     say(f"demo base model: pretraining {pre.steps} steps x {pre.batch} rows (cached afterwards in {final})")
     run(pretrain_config(pre, defaults, init, corpus), os.path.join(work, "run"))
     shutil.copytree(os.path.join(work, "run", "export"), final + ".partial", dirs_exist_ok=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdft_jax.demo import world
+
 _METHODS = ("sdft", "sft")
 
 
@@ -23,7 +25,7 @@ def write_plot(results: dict, task_names: list[str], skills: list[str], path: st
     teacher = float(np.mean([ceiling["teacher"][n] for n in task_names]))
     axes[0].axhline(teacher, color="gray", ls=":", label="teacher ceiling (base + demo)")
     labels = ["base"] + [f"after {n}" for n in task_names]
-    for ax, title in zip(axes, ("new tasks trained so far (exact match)", f"prior skills {', '.join(skills)}")):
+    for ax, title in zip(axes, ("new tasks trained so far", f"prior skills {', '.join(skills)}")):
         ax.set_xticks(xs, labels)
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(title)
@@ -41,11 +43,12 @@ def _fmt(x: float) -> str:
 
 def write_report(results: dict, task_names: list[str], skills: list[str], timing: dict, config, path: str) -> None:
     c = results["teacher_ceiling"]
-    lines = [f"# SDFT vs SFT demo (seed {results['seed']})", "",
+    lines = [f"# SDFT vs SFT demo (world {results.get('world', 'substitution')}, seed {results['seed']})", "",
              f"Base model `{results['base_model']}`; new tasks (hidden substitution rules): "
              + ", ".join(f"`{n}` ({results['rules'][n]})" for n in task_names) + ".",
              f"{config.demo.steps_per_task} steps per task, {config.demo.prompts_per_step} prompts per step, "
-             f"lr {config.demo.lr}; {config.demo.eval_examples} held-out rows per task, greedy, exact match.", "",
+             f"lr {config.demo.lr}; {config.demo.eval_examples} held-out rows per task, greedy, scorer "
+             f"`{world.scorer(config.demo.world)}`.", "",
              "## Teacher ceiling (base model, before training)", "",
              "| task | student (no demonstration) | teacher (demonstration in context) |", "|---|---:|---:|"]
     lines += [f"| {n} | {_fmt(c['student'][n])} | {_fmt(c['teacher'][n])} |" for n in task_names]
@@ -63,6 +66,10 @@ def write_report(results: dict, task_names: list[str], skills: list[str], timing
     for method in _METHODS:
         for n, row in zip(task_names, results["methods"][method]["teacher_after_stage"]):
             lines.append(f"| {method.upper()} | {n} | " + " | ".join(_fmt(row[t]) for t in task_names) + " |")
+    lines += ["", "## KL(fine-tuned || base) on each stage's task prompts (nats per answer)", "",
+              "| method | " + " | ".join(f"after {n}" for n in task_names) + " |", "|---|" + "---:|" * len(task_names)]
+    for method in _METHODS:
+        lines.append(f"| {method.upper()} | " + " | ".join(_fmt(x) for x in results["methods"][method]["kl_to_base_after_stage"]) + " |")
     lines += ["", "## Summary", "",
               "| method | final new-task acc | final prior acc | prior forgetting (base - final) | "
               "new-task forgetting (after own stage - final) |", "|---|---:|---:|---:|---:|"]

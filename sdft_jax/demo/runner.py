@@ -49,12 +49,13 @@ def continual_config(config, method: str, tasks: list[tuple[world.Rule, str]], p
     c.loss.skip_first_tokens = config.demo.skip_first_tokens
     c.checkpoint.every = 10**6
     c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
+    scorer = world.scorer(config.demo.world)
     c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", name=rule.name, path=folder,
-                                               steps=config.demo.steps_per_task, scorer="exact_match"))
+                                               steps=config.demo.steps_per_task, scorer=scorer))
                 for rule, folder in tasks]
     c.eval.prior_tasks = [ml_collections.ConfigDict(dict(name=skill, task="demonstrations",
                                                          path=os.path.join(prior_root, f"prior_{skill}"),
-                                                         scorer="exact_match"))
+                                                         scorer=scorer))
                           for skill in sorted(world.PRIOR_SKILLS)]
     return c
 
@@ -64,9 +65,9 @@ def _test_rows(folder: str, data_dir: str, limit: int) -> list:
     return eval_rows("demonstrations", folder, "test", "test", data_dir, limit)
 
 
-def _accuracy(model, rows, with_demonstration: bool) -> float:
+def _accuracy(model, rows, with_demonstration: bool, scorer: str) -> float:
     from sdft_jax.eval.generation import evaluate
-    return evaluate(model, rows, "exact_match", with_demonstration=with_demonstration,
+    return evaluate(model, rows, scorer, with_demonstration=with_demonstration,
                     template=world.TEACHER_TEMPLATE, max_new_tokens=world.MAX_RESPONSE_TOKENS, max_prompt=64,
                     batch_size=32)["accuracy"]
 
@@ -76,15 +77,15 @@ def teacher_ceiling(base_path: str, tasks, prior_root: str, config, data_dir: st
     (demonstration in context), and on each prior skill."""
     from sdft_jax.model import load_pretrained
     model = load_pretrained(base_path, dtype="float32")
-    n = config.demo.eval_examples
+    n, scorer = config.demo.eval_examples, world.scorer(config.demo.world)
     out = {"student": {}, "teacher": {}, "prior": {}}
     for rule, folder in tasks:
         rows = _test_rows(folder, data_dir, n)
-        out["student"][rule.name] = _accuracy(model, rows, False)
-        out["teacher"][rule.name] = _accuracy(model, rows, True)
+        out["student"][rule.name] = _accuracy(model, rows, False, scorer)
+        out["teacher"][rule.name] = _accuracy(model, rows, True, scorer)
     for skill in sorted(world.PRIOR_SKILLS):
         out["prior"][skill] = _accuracy(model, _test_rows(os.path.join(prior_root, f"prior_{skill}"), data_dir, n),
-                                        False)
+                                        False, scorer)
     return out
 
 
@@ -97,7 +98,28 @@ def teacher_after_stages(method_dir: str, stages, tasks, config, data_dir: str) 
     out = []
     for i, stage in enumerate(stages):
         model = load_pretrained(os.path.join(stage_workdir(method_dir, i, stage), "export"), dtype="float32")
-        out.append({name: _accuracy(model, r, True) for name, r in rows.items()})
+        out.append({name: _accuracy(model, r, True, world.scorer(config.demo.world)) for name, r in rows.items()})
+    return out
+
+
+def kl_after_stages(method_dir: str, stages, tasks, base_path: str, config, data_dir: str) -> list[float]:
+    """KL(stage i's model || base) on task i's held-out prompts (nats per answer, Monte-Carlo over
+    the fine-tuned model's own samples at temperature 1, exact per token): RL's Razor's variable."""
+    from sdft_jax.continual import stage_workdir
+    from sdft_jax.data.pipeline import Lengths
+    from sdft_jax.eval.evaluators import EvalContext
+    from sdft_jax.eval.kl_to_base import KLToBase
+    from sdft_jax.model import load_pretrained
+    run = config.demo.run
+    lengths = Lengths(run.data.max_student_prompt, run.data.max_teacher_prompt, world.MAX_RESPONSE_TOKENS)
+    base = load_pretrained(base_path, dtype="float32")
+    out = []
+    for i, ((_, folder), stage) in enumerate(zip(tasks, stages)):
+        rows = _test_rows(folder, data_dir, config.demo.eval_examples)
+        kl = KLToBase("kl", EvalContext(run, base, lengths=lengths, source={"test": rows}), split="test",
+                      examples=len(rows), max_new_tokens=world.MAX_RESPONSE_TOKENS, batch_size=32, seed=config.seed)
+        tuned = load_pretrained(os.path.join(stage_workdir(method_dir, i, stage), "export"), dtype="float32")
+        out.append(kl(tuned.params)["kl"])
     return out
 
 
@@ -133,6 +155,8 @@ def validate(config) -> None:
     import jax
     from sdft_jax.resolve import ConfigError, resolve
     d = config.demo
+    if d.world not in world.WORLDS:
+        raise ConfigError(f"demo.world={d.world!r}; expected one of {', '.join(world.WORLDS)}")
     for key in ("num_tasks", "steps_per_task", "eval_examples", "prompts_per_step"):
         if d[key] < 1:
             raise ConfigError(f"demo.{key}: must be >= 1, got {d[key]}")
@@ -158,12 +182,12 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timing = {}
     _say(f"1/4 base model (pretraining settings {config.demo.pretrain.to_dict()})")
     t = time.perf_counter()
-    base_path = pretrained_base(config.demo.pretrain, config.demo.run, say=_say)
+    base_path = pretrained_base(config.demo.pretrain, config.demo.run, config.demo.world, say=_say)
     timing["base_model_s"] = time.perf_counter() - t
 
     world_dir = os.path.join(workdir, "world")
     tasks = world.write_task_folders(world_dir, config.seed, config.demo.num_tasks, config.demo.train_rows,
-                                     config.demo.eval_examples)
+                                     config.demo.eval_examples, config.demo.world)
     task_names = [rule.name for rule, _ in tasks]
     skills = sorted(world.PRIOR_SKILLS)
     _say(f"2/4 teacher ceiling of the base on new tasks {task_names} (hidden rules "
@@ -173,7 +197,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timing["teacher_ceiling_s"] = time.perf_counter() - t
     _say(f"   student {ceiling['student']} | teacher {ceiling['teacher']} | prior skills {ceiling['prior']}")
 
-    results = {"seed": config.seed, "base_model": os.path.basename(base_path),
+    results = {"seed": config.seed, "world": config.demo.world, "lr": config.demo.lr,
+               "base_model": os.path.basename(base_path),
                "rules": {r.name: r.table for r, _ in tasks}, "teacher_ceiling": ceiling, "methods": {}}
     for k, method in enumerate(METHODS):
         _say(f"{3 + k}/4 continual {method.upper()} over {len(tasks)} tasks x {config.demo.steps_per_task} steps")
@@ -189,6 +214,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "columns": raw["columns"], "base_row": raw["base_row"], "matrix": raw["matrix"],
             "teacher_after_stage": teacher_after_stages(os.path.join(workdir, method), cfg.stages, tasks, config,
                                                         os.path.join(workdir, "tfds")),
+            "kl_to_base_after_stage": kl_after_stages(os.path.join(workdir, method), cfg.stages, tasks, base_path,
+                                                      config, os.path.join(workdir, "tfds")),
             "summary": summarize(raw, task_names, skills)}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)

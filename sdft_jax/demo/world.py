@@ -6,6 +6,15 @@ A new task has an unseen two-letter upper-case name and a hidden rule: a random 
 the alphabet applied letter by letter (`QX:cabd` -> `feac`). The student cannot know the rule; the
 teacher sees the demonstration (`{x}|{c}`: the question, a bar, the expert answer) and, having
 been pretrained on such episodes for thousands of random rules, uses it. Everything is a pure function of the seed.
+
+Two worlds (`configs/demo.py:world=...`):
+  substitution  the answer is unique and the demonstration IS that answer: SFT and SDFT must
+                converge to the same policy (the documented negative control).
+  style         an answer's CONTENT is fixed by the rule, its FORM is free (STYLES: `feac`, `FEAC`,
+                `f-e-a-c`, `f.e.a.c`, `f e a c`; the `letters` scorer accepts any). The base always
+                answers in its own form (plain) and was pretrained on in-context episodes whose
+                example is in a random form; the new tasks' expert demonstrations all use one form
+                the base never produces (dash), as GPT-written demonstrations are for a 7B model.
 """
 from __future__ import annotations
 
@@ -93,15 +102,30 @@ def skill_rows(skill: str, n: int, rng: np.random.Generator) -> list[dict]:
     return [row(skill, w, fn(w), id=f"{skill}-{i}") for i, w in enumerate(random_word(rng) for _ in range(n))]
 
 
+WORLDS = ("style", "substitution")
+STYLES = {"plain": lambda a: a, "upper": str.upper, "dash": "-".join, "dot": ".".join, "space": " ".join}
+OWN_STYLE, EXPERT_STYLE = "plain", "dash"
+
+
+def styled(answer: str, style: str) -> str:
+    return STYLES[style](answer)
+
+
+def scorer(world_name: str) -> str:
+    """The accuracy scorer of a world: the exact answer, or its letters in any form."""
+    return "letters" if world_name == "style" else "exact_match"
+
+
 PRETRAINING_MIX = {"prior_skill": 0.5, "in_context": 0.5}
 IN_CONTEXT_PRIOR_SKILL = 0.2  # share of in-context episodes that show a prior skill, not a random rule
 
 
-def pretraining_rows(n: int, seed: int) -> list[dict]:
+def pretraining_rows(n: int, seed: int, world_name: str = "substitution") -> list[dict]:
     """The base model's corpus (PRETRAINING_MIX): prior skills in the student's format, and
     in-context episodes in the teacher's format (`{x}|{c}`) of fresh random rules for random names
     (and of the prior skills). The new tasks' rules come from another random stream, so they never
-    appear here (a random name can coincide with a task's name; its rule then differs)."""
+    appear here (a random name can coincide with a task's name; its rule then differs). In the
+    style world the example `c` is in a random form and the target stays plain (the base's own)."""
     rng = np.random.default_rng([seed, 1])
     skills = sorted(PRIOR_SKILLS)
     out = []
@@ -115,7 +139,10 @@ def pretraining_rows(n: int, seed: int) -> list[dict]:
             rule = random_rule(rng, random_name(rng))
             r = row(rule.name, word, rule.apply(word), id=f"pre-{i}")
         if in_context:
-            r["prompt"] = TEACHER_TEMPLATE.replace("{x}", r["prompt"]).replace("{c}", r["demonstration"])
+            example = r["demonstration"]
+            if world_name == "style":
+                example = styled(example, sorted(STYLES)[int(rng.integers(len(STYLES)))])
+            r["prompt"] = TEACHER_TEMPLATE.replace("{x}", r["prompt"]).replace("{c}", example)
         out.append(r)
     return out
 
@@ -129,13 +156,17 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
     return path
 
 
-def write_task_folders(root: str, seed: int, count: int, train: int, test: int) -> list[tuple[Rule, str]]:
+def write_task_folders(root: str, seed: int, count: int, train: int, test: int,
+                       world_name: str = "substitution") -> list[tuple[Rule, str]]:
     """One folder per new task with train.jsonl / test.jsonl (disjoint words), and one per prior
-    skill with test.jsonl. Returns [(rule, folder)] for the new tasks."""
+    skill with test.jsonl. Returns [(rule, folder)] for the new tasks. In the style world the
+    demonstrations are in the expert's form (`answer` stays the plain letters the scorer checks)."""
     rng = np.random.default_rng([seed, 11])
     out = []
     for rule in new_tasks(seed, count):
         rows = task_rows(rule, train + test, rng)
+        if world_name == "style":
+            rows = [{**r, "demonstration": styled(r["answer"], EXPERT_STYLE)} for r in rows]
         folder = os.path.join(root, f"task_{rule.name}")
         write_jsonl(os.path.join(folder, "train.jsonl"), rows[:train])
         write_jsonl(os.path.join(folder, "test.jsonl"), rows[train:])

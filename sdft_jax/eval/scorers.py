@@ -161,6 +161,15 @@ def score_exact_match(completion: str, example: dict) -> float:
     return float(any(normalize(c) == gold for c in candidates))
 
 
+_FORM = str.maketrans("", "", "-. ")
+
+
+def score_letters(completion: str, example: dict) -> float:
+    """The demo's style world: the answer's letters in any form (case, '-', '.' or ' ' between them)."""
+    gold = str(example.get("answer", "")).lower()
+    return float(bool(gold) and (completion or "").strip().lower().translate(_FORM) == gold)
+
+
 def score_knowledge_lenient(completion: str, example: dict) -> float:
     return score_knowledge_detailed(completion, example)["lenient"]
 
@@ -168,7 +177,7 @@ def score_knowledge_lenient(completion: str, example: dict) -> float:
 SCORERS: dict[str, Callable[[str, dict], float]] = {
     "tooluse": score_tooluse, "science": score_science, "medical": score_medical,
     "knowledge": score_knowledge, "knowledge_lenient": score_knowledge_lenient,
-    "exact_match": score_exact_match, "demonstrations": score_exact_match,
+    "exact_match": score_exact_match, "demonstrations": score_exact_match, "letters": score_letters,
 }
 
 

@@ -52,3 +52,17 @@ def test_an_incomplete_cached_corpus_is_rebuilt(tmp_path, monkeypatch):
     root = mod.corpus_folder(0, 5)
     os.remove(os.path.join(root, "oracle", "test.jsonl"))
     assert mod.corpus_folder(0, 5) == root and os.path.isfile(os.path.join(root, "oracle", "test.jsonl"))
+
+
+def test_command_line_names_a_bad_compare_setting_before_anything_runs(tmp_path):
+    """`python -m sdft_jax.main` runs the compare program (its flags and the sweep's do not clash)."""
+    import subprocess
+    import sys
+    from tests.test_train import _env
+    env = {**_env(), "SDFT_JAX_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "sdft_jax.main", "--config=configs/knowledge.py:model=tiny,companies=4",
+           f"--workdir={tmp_path / 'run'}", "--config.compare.select=test"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == "error: compare.select='test': not an evaluator of config.evals (['val'])"
+    assert not os.path.exists(tmp_path / "run" / "base.json")
