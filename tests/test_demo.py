@@ -1,6 +1,7 @@
 """The built-in demo: the generated world, and a reduced end-to-end run through the real CLI
 (pretraining with our SFT step, teacher ceiling, continual SDFT and SFT, report), run twice for
 determinism."""
+import collections
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from sdft_jax.demo import world
+from sdft_jax.eval.scorers import score_completion
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +27,6 @@ def test_rules():
 
 
 def test_task_folders_have_disjoint_words_and_score_their_own_answers(tmp_path):
-    from sdft_jax.eval.scorers import score_completion
     tasks = world.write_task_folders(str(tmp_path), seed=0, count=2, train=50, test=20)
     for rule, folder in tasks:
         train = [json.loads(line) for line in open(os.path.join(folder, "train.jsonl"))]
@@ -61,6 +62,44 @@ def test_pretraining_mix_and_contexts():
     ex = {"prompt": "QX:abc", "demonstration": "bcd", "system": ""}
     assert student_context(tok, ex) == "<|im_start|>u:QX:abc<|im_end|><|im_start|>a:"
     assert teacher_context(tok, ex, world.TEACHER_TEMPLATE) == "<|im_start|>u:QX:abc|bcd<|im_end|><|im_start|>a:"
+
+
+def test_style_world_is_deterministic_and_its_demonstrations_use_the_expert_form(tmp_path):
+    a = world.write_task_folders(str(tmp_path / "a"), seed=0, count=2, train=30, test=10, world_name="style")
+    b = world.write_task_folders(str(tmp_path / "b"), seed=0, count=2, train=30, test=10, world_name="style")
+    plain = world.write_task_folders(str(tmp_path / "p"), seed=0, count=2, train=30, test=10)
+    for (rule, fa), (_, fb), (_, fp) in zip(a, b, plain):
+        for split in ("train", "test"):
+            ra, rb, rp = (json_rows(os.path.join(f, f"{split}.jsonl")) for f in (fa, fb, fp))
+            assert ra == rb
+            # The same words and content as the substitution world; only the demonstration's form differs.
+            assert [(r["prompt"], r["answer"]) for r in ra] == [(r["prompt"], r["answer"]) for r in rp]
+            for r in ra:
+                assert r["demonstration"] == "-".join(rule.apply(r["prompt"].split(":")[1]))
+                assert score_completion("letters", r["demonstration"], r) == 1.0
+    rows = world.pretraining_rows(3000, seed=0, world_name="style")
+    assert rows == world.pretraining_rows(3000, seed=0, world_name="style")
+    forms = collections.Counter()
+    for r in rows:  # targets are always plain; in-context examples come in every form
+        assert r["demonstration"] == r["answer"] and r["answer"].isalpha() and r["answer"].islower()
+        if "|" in r["prompt"]:
+            example = r["prompt"].split("|")[1]
+            forms.update(name for name, fn in world.STYLES.items() if fn(r["answer"]) == example
+                         and (name == "plain" or example != r["answer"]))
+            assert score_completion("letters", example, r) == 1.0
+    assert set(forms) == set(world.STYLES) and min(forms.values()) > 200, forms
+
+
+@pytest.mark.parametrize("completion,right", [
+    ("feac", True), ("FEAC", True), ("f-e-a-c", True), ("f.e.a.c", True), ("f e a c", True), (" Fe-ac ", True),
+    ("feab", False), ("fea", False), ("feacc", False), ("f-e-a-c-x", False), ("f_e_a_c", False), ("", False),
+    ("caef", False)])
+def test_letters_scorer_accepts_every_form_of_the_right_letters_only(completion, right):
+    assert score_completion("letters", completion, {"answer": "feac"}) == float(right)
+
+
+def json_rows(path):
+    return [json.loads(line) for line in open(path)]
 
 
 def _run_demo(workdir, cache):

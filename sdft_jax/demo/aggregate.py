@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from sdft_jax.doc_block import update
+
 METHODS = ("sdft", "sft")
 ROWS = [  # (label, function of one method's record -> value)
     ("new-task accuracy after its own stage", lambda m: np.mean([m["matrix"][i][m["columns"].index(s["task"])]
@@ -29,7 +31,6 @@ ROWS = [  # (label, function of one method's record -> value)
     ("KL(tuned || base) after stage 1, nats", lambda m: m["kl_to_base_after_stage"][0]),
     ("KL(tuned || base), mean over stages", lambda m: np.mean(m["kl_to_base_after_stage"])),
 ]
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def load_runs(paths: list[str]) -> list[dict]:
@@ -207,16 +208,6 @@ def markdown(runs: list[dict], headline_lr: float, pareto: str = "") -> str:
         lines += ["", f"![Pareto plot]({pareto})"]
     lines += ["", "### Per stage", "", stage_table(runs)]
     return "\n".join(lines)
-
-
-def update(doc: str, text: str) -> None:
-    content = open(doc).read()
-    if BEGIN not in content or END not in content:
-        raise ValueError(f"{doc}: no {BEGIN} ... {END} block to replace")
-    head, rest = content.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    with open(doc, "w") as f:
-        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
 def main(argv: list[str]) -> int:

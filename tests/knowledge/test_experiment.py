@@ -39,6 +39,16 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| base |" in table and "| SDFT (optim.lr=" in table and "teacher ceiling" in table
     assert os.path.getsize(tmp_path / "run" / "results.png") > 10_000
+    from sdft_jax.doc_block import BEGIN, END
+    from sdft_jax.knowledge import report
+    doc = tmp_path / "EXPERIMENTS.md"
+    doc.write_text(f"hypothesis\n{BEGIN}\nold\n{END}\n")
+    assert report.main([str(tmp_path / "run"), "--update", str(doc), "--figure", str(tmp_path / "k.png")]) == 0
+    text = doc.read_text()
+    assert text.startswith("hypothesis\n") and "old" not in text and "![knowledge results](k.png)" in text
+    sft = results["methods"]["sft"]["test"]
+    assert (f"| SFT | 80 | 95 | 80 | {100 * sft['heldout']:.1f} | {100 * sft['heldout/knowledge_lenient']:.1f} | "
+            f"{100 * sft['ood']:.1f} |") in text
     messages = []  # a rerun redoes nothing
     monkeypatch.setattr("sdft_jax.compare.say", messages.append)
     assert run_program(c, str(tmp_path / "run"))["methods"] == results["methods"]
