@@ -2,6 +2,8 @@
 hand-written text (setup, hypothesis, discussion) stays and the figures cannot drift from the JSON."""
 from __future__ import annotations
 
+import os
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -13,3 +15,16 @@ def update(doc: str, text: str) -> None:
     tail = rest.split(END, 1)[1]
     with open(doc, "w") as f:
         f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def link(figure: str, doc: str) -> str:
+    """How `doc` refers to `figure` (relative to the doc's folder; as given when there is no doc)."""
+    return os.path.relpath(figure, os.path.dirname(os.path.abspath(doc))) if figure and doc else figure
+
+
+def emit(text: str, doc: str) -> None:
+    """Into `doc`'s results block, or to stdout when no doc is given."""
+    if doc:
+        update(doc, text)
+    else:
+        print(text)

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from sdft_jax.doc_block import update
+from sdft_jax.doc_block import emit, link
 
 METHODS = ("sdft", "sft")
 ROWS = [  # (label, function of one method's record -> value)
@@ -225,13 +225,8 @@ def main(argv: list[str]) -> int:
         return 1
     if args.pareto:
         pareto_plot(runs, args.pareto)
-    link = os.path.relpath(args.pareto, os.path.dirname(os.path.abspath(args.update))) if args.pareto and args.update \
-        else args.pareto
-    text = markdown(runs, args.headline_lr, link) if args.markdown else table([], runs)
-    if args.update:
-        update(args.update, text)
-    else:
-        print(text)
+    text = markdown(runs, args.headline_lr, link(args.pareto, args.update)) if args.markdown else table([], runs)
+    emit(text, args.update)
     return 0
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 from sdft_jax import compare
-from sdft_jax.doc_block import update
+from sdft_jax.doc_block import emit, link
 
 # The paper's Table 1 (Qwen2.5-7B-Instruct; strict, lenient, OOD accuracy in %).
 PAPER = {"base": (0, 0, 0), "oracle RAG": (91, 100, 100), "CPT": (9, 37, 7), "SFT": (80, 95, 80), "SDFT": (89, 100, 98)}
@@ -65,13 +65,8 @@ def main(argv: list[str]) -> int:
     results = json.load(open(path))
     if args.figure:
         compare.plot(results, args.figure)
-    link = os.path.relpath(args.figure, os.path.dirname(os.path.abspath(args.update))) if args.figure and args.update \
-        else args.figure
-    text = markdown(results, link)
-    if args.update:
-        update(args.update, text)
-    else:
-        print(text)
+    text = markdown(results, link(args.figure, args.update))
+    emit(text, args.update)
     return 0
 
 
