@@ -123,13 +123,15 @@ def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
     # The teacher (demonstration in context) beats the student on the new tasks before training.
     assert np.mean(list(ceiling["teacher"].values())) > np.mean(list(ceiling["student"].values())) + 0.3
     for method in ("sdft", "sft"):  # both methods learn the first new task (a reduced run: 60 steps)
+        kl = results["methods"][method]["kl_to_base_after_stage"]  # the trained models moved from the base
+        assert len(kl) == 2 and all(np.isfinite(k) and k > 0 for k in kl), (method, kl)
         s = results["methods"][method]["summary"]
         first = s["stages"][0]
         assert first["seen_tasks_accuracy"] >= ceiling["student"][first["task"]] + 0.05, (method, first)
     for name in ("report.md", "demo.png", "timing.json", "sdft/continual.png", "sft/matrix.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0, name
     report = (tmp_path / "a" / "report.md").read_text()
-    assert "Teacher ceiling" in report and "SDFT" in report and "SFT" in report
+    assert "Teacher ceiling" in report and "SDFT" in report and "SFT" in report and "KL(fine-tuned" in report
     # Same seed, cached base, another workdir: the identical results.json.
     out2 = _run_demo(tmp_path / "b", tmp_path / "cache")
     assert "cached" in out2
