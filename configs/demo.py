@@ -53,8 +53,9 @@ def get_config(arg=None):
         # data and optimizer from the keys above (sdft_jax/demo/pretrain.py, runner.py).
         run=world_run_defaults(),
     ))
-    if size == "small":
-        c.demo.update(dict(num_tasks=2, train_rows=256, eval_examples=32, steps_per_task=60, prompts_per_step=16))
+    if size == "small":  # CI's end-to-end check: a quarter of the samples, so the sweep's largest rate
+        c.demo.update(dict(num_tasks=2, train_rows=256, eval_examples=32, steps_per_task=60, prompts_per_step=16,
+                           lr=1e-3))
         c.demo.pretrain.update(dict(steps=300))
     return c
 

@@ -74,6 +74,14 @@ def _cached(path: str, compute) -> dict:
     return value
 
 
+def _machine() -> str:
+    import platform
+
+    import jax
+    return (f"{jax.devices()[0].device_kind} x {jax.device_count()} ({jax.default_backend()}), {os.cpu_count()} CPU cores, "
+            f"JAX {jax.__version__}, {platform.node()}, {time.strftime('%Y-%m-%d')}")
+
+
 def _method_config(config, method: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(config.to_dict())
     del c["compare"]
@@ -107,7 +115,8 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
             dict(point=r["point"], status=r["status"], seconds=r.get("seconds"),
                  validation={k.removeprefix("eval/"): v for k, v in r["metrics"].items() if k.startswith(key)})
             for r in rows])
-    results = dict(model=config.model.path, seed=config.seed, select=cmp.select, tie_break=cmp.get("tie_break", ""),
+    results = dict(model=config.model.path, seed=config.seed, machine=_machine(), select=cmp.select,
+                   tie_break=cmp.get("tie_break", ""),
                    sweep=list(cmp.sweep), columns=columns(base, cmp), base=base, methods=methods,
                    ceiling={c: base[b] for c, b in (cmp.get("ceiling") or {}).items()},
                    plot=list(cmp.get("plot") or []), panels=list(cmp.get("panels") or []))

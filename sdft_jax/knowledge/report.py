@@ -45,6 +45,8 @@ def wall_clock(results: dict) -> str:
 
 def markdown(results: dict, figure: str = "") -> str:
     lines = [compare.markdown(results), "", wall_clock(results)]
+    if results.get("machine"):
+        lines += ["", f"Machine: {results['machine']}."]
     if figure:
         lines += ["", f"![knowledge results]({figure})"]
     lines += ["", "Against the paper's Table 1 (percent; the paper's OOD is one accuracy, ours is the strict one):", "",
