@@ -73,9 +73,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3))
     c.eval = ml_collections.ConfigDict(dict(every=0, examples=64))
     # Evaluators (sdft_jax/eval/evaluators.py), each run every `every` steps (0 = eval.every) and
-    # logged as eval/NAME. demo_nll reads data.eval_split (off while that is "").
+    # logged as eval/NAME. demo_nll and teacher_nll read data.eval_split (off while that is ""):
+    # the held-out demonstrations' NLL as the student sees them and under the teacher context (the
+    # teacher's health: an SDFT teacher that loses its in-context skill stops being a target).
     c.evals = ml_collections.ConfigDict(dict(
-        demo_nll=dict(type="heldout_nll", split="", examples=0, context="student", every=0)))
+        demo_nll=dict(type="heldout_nll", split="", examples=0, context="student", every=0),
+        teacher_nll=dict(type="heldout_nll", split="", examples=0, context="teacher", every=0)))
     # phase_times: block after the rollout and after the step to report time_generate /
     # time_train_step (slower: the host no longer prepares the next batch during the step).
     c.log = ml_collections.ConfigDict(dict(every=1, samples_every=0, peak_flops_per_device=0.0, phase_times=False))

@@ -52,7 +52,8 @@ def test_tiny_end_to_end(tmp_path, method, phase_times):
     assert out["step"] == 6
     if method == "sdft":
         assert {"forward_kl", "reverse_kl", "logprob_gap", "teacher_student_distance"} <= set(rows[0])
-    assert "eval/demo_nll" in rows[2] and "eval/demo_nll" in rows[5]
+    assert all(f"eval/{n}" in rows[i] for n in ("demo_nll", "teacher_nll") for i in (2, 5))
+    assert rows[5]["eval/teacher_nll"] != rows[5]["eval/demo_nll"]  # another context, another NLL
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
     assert json.load(open(os.path.join(workdir, "config.json")))["method"] == method

@@ -16,10 +16,11 @@ from tests.test_train import _tiny
 def test_heldout_nll_matches_transformers(tiny_qwen2, context):
     model = load_pretrained(tiny_qwen2, dtype="float32")
     c = _tiny(**{"eval.every": 1})
-    c.evals.demo_nll.context = context
     ctx = _ctx(model, c, {"train": ROWS})
-    (ev,) = from_config(c, ctx)
-    got = ev(model.params, model.params)["demo_nll"]
+    evs = {e.name: e for e in from_config(c, ctx)}  # the defaults: demo_nll (student), teacher_nll (teacher)
+    assert {n: e.context for n, e in evs.items()} == {"demo_nll": "student", "teacher_nll": "teacher"}
+    name = "teacher_nll" if context == "teacher" else "demo_nll"
+    got = evs[name](model.params, model.params)[name]
     ref = hf.reload_hf(tiny_qwen2)
     total, count = 0.0, 0
     for r in tokenize_all(ROWS, model.tokenizer, ctx.lengths, c.data.teacher_template)[0]:
