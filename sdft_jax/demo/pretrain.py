@@ -20,8 +20,8 @@ WORLD_VERSION = 2
 
 
 def base_key(pre: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, world_name: str) -> str:
-    blob = json.dumps({"world": WORLD_VERSION, "kind": world_name, **pre.to_dict(), "run": defaults.to_dict()},
-                      sort_keys=True)
+    run = {k: v for k, v in defaults.to_dict().items() if k != "evals"}  # evaluators do not change the weights
+    blob = json.dumps({"world": WORLD_VERSION, "kind": world_name, **pre.to_dict(), "run": run}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
