@@ -4,7 +4,7 @@ scored before and after on held-out paraphrased questions and indirect (OOD) que
 lenient. Teacher context = article + answer (the paper's "Text and Answers"); student = the question.
 
     python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m --workdir runs/knowledge
-    python -m sdft_jax.knowledge.report runs/knowledge --markdown > docs/EXPERIMENTS.md
+    python -m sdft_jax.knowledge.report runs/knowledge --update docs/EXPERIMENTS.md --figure docs/knowledge.png
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
 The compare program (sdft_jax/compare.py): the base model's evaluations, then per method the same

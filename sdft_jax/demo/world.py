@@ -104,7 +104,7 @@ def skill_rows(skill: str, n: int, rng: np.random.Generator) -> list[dict]:
 
 WORLDS = ("style", "substitution")
 STYLES = {"plain": lambda a: a, "upper": str.upper, "dash": "-".join, "dot": ".".join, "space": " ".join}
-OWN_STYLE, EXPERT_STYLE = "plain", "dash"
+EXPERT_STYLE = "dash"  # the base's own form is "plain": every pretraining target
 
 
 def styled(answer: str, style: str) -> str:
