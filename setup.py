@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 # which CI installs with), the upper bound admits the GPU machines' preinstalled CUDA JAX 0.11.x
 # stack, so `pip install -e .` next to an accelerator JAX keeps it (tests/test_install.py).
 INSTALL_REQUIRES = [
-    "jax>=0.10.2,<0.12",
+    "jax>=0.10.2,<0.13",
     "flax>=0.12.8,<0.14",
     "optax>=0.2.8,<0.3",
     "orbax-checkpoint>=0.12.8,<0.13",

@@ -81,7 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
         teacher_nll=dict(type="heldout_nll", split="", examples=0, context="teacher", every=0)))
     # phase_times: block after the rollout and after the step to report time_generate /
     # time_train_step (slower: the host no longer prepares the next batch during the step).
-    c.log = ml_collections.ConfigDict(dict(every=1, samples_every=0, peak_flops_per_device=0.0, phase_times=False))
+    # wandb: Weights & Biases next to metrics.jsonl when project is set (pip install -e ".[wandb]");
+    # mode online | offline | disabled; name defaults to the workdir's name; a resume continues the run.
+    c.log = ml_collections.ConfigDict(dict(every=1, samples_every=0, peak_flops_per_device=0.0, phase_times=False,
+                                           wandb=dict(project="", entity="", name="", mode="online")))
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     return c
 

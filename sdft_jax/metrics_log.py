@@ -11,12 +11,16 @@ import time
 import jax
 from etils import epath
 
+from sdft_jax.wandb_log import open_run
+
 
 class MetricsLogger:
-    def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, *, wandb_settings=None,
+                 run_config: dict | None = None):
+        """wandb_settings: the config's log.wandb (W&B gets the same rows and `run_config`)."""
         self.enabled = jax.process_index() == 0
         self.total, self.start_step, self.t0 = total_steps, start_step, time.perf_counter()
-        self._jsonl = self._tb = None
+        self._jsonl = self._tb = self._wandb = None
         self.workdir = epath.Path(workdir)
         if self.enabled:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -34,6 +38,7 @@ class MetricsLogger:
             tb_dir = os.path.join(workdir, "tensorboard") if "://" not in workdir else os.path.join(
                 os.path.expanduser("~/sdft_jax_tensorboard"), workdir.replace("://", "_").replace("/", "_"))
             self._tb = SummaryWriter(tb_dir, purge_step=start_step + 1)
+            self._wandb = open_run(workdir, wandb_settings, run_config or {})
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -44,6 +49,8 @@ class MetricsLogger:
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
                 self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(row)
 
     def progress(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -70,6 +77,8 @@ class MetricsLogger:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+            if self._wandb is not None:
+                self._wandb.close()
 
 
 def _drop_rows_after(path: epath.Path, step: int) -> int:

@@ -36,7 +36,9 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 def run_program(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs what `config.program` names; returns its final metrics ({"preempted": True, ...} when
     stopped by SIGTERM)."""
+    from sdft_jax.cache import plain_path
     from sdft_jax.resolve import ConfigError
+    workdir = plain_path(workdir)  # file:///x is /x; gs:// workdirs are written through etils / orbax
     program = config.get("program", "train")
     if program == "demo":
         from sdft_jax.demo.runner import run_demo

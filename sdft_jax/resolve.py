@@ -3,7 +3,6 @@ the offending key."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections
 
@@ -12,10 +11,12 @@ from sdft_jax.data.pipeline import Lengths
 from sdft_jax.data.prompts import check_template
 from sdft_jax.eval.evaluators import check_spec
 from sdft_jax.model import attention as attention_impl
+from sdft_jax.model import source as model_source
 from sdft_jax.model.config import LORA_TARGETS
 from sdft_jax.sampler import SamplingConfig
 from sdft_jax.train_state import OptimConfig
 from sdft_jax.train_step import StepConfig
+from sdft_jax.wandb_log import MODES as WANDB_MODES
 
 
 class ConfigError(ValueError):
@@ -44,8 +45,9 @@ def _need(cond: bool, key: str, msg: str) -> None:
 
 def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> RunSettings:
     _need(c.steps >= 1, "steps", f"must be >= 1, got {c.steps}")
-    _need(c.model.path != "", "model.path", "is required (a local Hugging Face folder)")
-    _need(os.path.isdir(c.model.path), "model.path", f"{c.model.path!r} is not a directory")
+    _need(c.model.path != "", "model.path", "is required (a Hugging Face folder, hub id or gs:// path)")
+    _need(model_source.kind(c.model.path) != "missing", "model.path",
+          f"{c.model.path!r} is not a folder, a hub id ORG/NAME[@REVISION] or a gs:// path")
     _need(c.data.path != "" or c.data.url != "", "data.path", "is required (or data.url)")
     _need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
     for key, value in (("model.compute_dtype", c.model.compute_dtype), ("teacher.ema_dtype", c.teacher.ema_dtype)):
@@ -78,6 +80,9 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     _need(c.loss.temperature > 0, "loss.temperature", f"must be > 0, got {c.loss.temperature}")
     _need(c.loss.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {c.loss.chunk_size}")
     _need(c.optim.lr > 0, "optim.lr", f"must be > 0, got {c.optim.lr}")
+    wandb = c.log.get("wandb")
+    _need(wandb is None or wandb.mode in WANDB_MODES, "log.wandb.mode",
+          f"must be one of {', '.join(WANDB_MODES)}, got {wandb.mode if wandb else ''!r}")
     _need(c.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {c.optim.warmup_steps}")
     G = c.batch.prompts_per_step
     _need(G >= 1, "batch.prompts_per_step", f"must be >= 1, got {G}")

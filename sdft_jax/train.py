@@ -23,6 +23,7 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sdft_jax import sharding as shd
+from sdft_jax.cache import local_copy
 from sdft_jax.checkpoint import Checkpointer
 from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
 from sdft_jax.eval.evaluators import EvalContext, evaluate_all, from_config
@@ -175,7 +176,8 @@ def _setup(config, workdir: str, settings, mesh) -> _Setup:
         say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
     step = _build_step(config, settings, model, mesh, tx, schedule, st_sh)
     evaluators = from_config(config, EvalContext(config, model, mesh, settings.lengths, source, data_dir))
-    logger = MetricsLogger(workdir, config.steps, start_step=int(state.step))
+    logger = MetricsLogger(workdir, config.steps, start_step=int(state.step),
+                           wandb_settings=config.log.get("wandb"), run_config=config.to_dict())
     # A host copy: the state (and its rng buffer) is donated to the step.
     key = jax.random.wrap_key_data(jnp.asarray(np.asarray(state.rng.addressable_data(0))))
     return _Setup(model, batcher, state, step, ckpt, evaluators, logger, key, n_params)
@@ -211,7 +213,7 @@ def _load_model(config, settings, mesh):
 def _load_data(config, workdir: str, settings, tok):
     """-> (prepared splits, TFDS folder, Batcher of the training split)."""
     data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
-    data_path = config.data.path or None
+    data_path = local_copy(config.data.path) if config.data.path else None  # gs:// files: copied once
     source = process0_first("tfds", lambda: prepare(config.data.task, data_path, data_dir, config.data.url or None))
     if config.data.split not in source:
         raise ValueError(f"data.split={config.data.split!r} is not in the prepared splits {sorted(source)}")
@@ -232,7 +234,7 @@ def _pad_id(tok) -> int:
 def _build_step(config, settings, model, mesh, tx, schedule, st_sh):
     """The fused step (default), or with log.phase_times its three-program diagnostic form. The
     first call of each program compiles it and checks that it fits before running it."""
-    sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(config.model.path, model.tokenizer),
+    sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model.path, model.tokenizer),
                                    pad_id=_pad_id(model.tokenizer))
     decode_sh = param_shardings(model.config, mesh, model.params, shd.DECODE_RULES)
     kwargs = dict(num_generations=settings.num_generations, state_shardings=st_sh,
@@ -338,11 +340,13 @@ def _fits_or_stop(name: str, jitted):
 
 def _export(workdir: str, params, model, model_path: str) -> str:
     """The student as an HF folder in WORKDIR/export (LoRA: merged into the base, and the adapters
-    alone in PEFT format in WORKDIR/export_adapter); written locally, then copied for gs://."""
-    folders = {"export": lambda d: save_params(d, params, model.config, model.hf_config, source_dir=model_path)}
+    alone in PEFT format in WORKDIR/export_adapter, whose base is `model_path` as the user named it:
+    a hub id stays one); written locally, then copied for gs://. Tokenizer files come from the
+    local folder the model was loaded from."""
+    folders = {"export": lambda d: save_params(d, params, model.config, model.hf_config, source_dir=model.path)}
     if has_adapters(params):
         folders = {"export": lambda d: save_params(d, merged(params, model.config), model.config, model.hf_config,
-                                                   source_dir=model_path),
+                                                   source_dir=model.path),
                    "export_adapter": lambda d: save_peft_adapter(d, params, model.config, model_path)}
     for name, write in folders.items():
         target = epath.Path(workdir) / name

@@ -17,6 +17,7 @@ from sdft_jax import sharding as shd
 from sdft_jax.model import hf_io, lora, quant
 from sdft_jax.model import params as param_specs
 from sdft_jax.model.config import ModelConfig, ModelConfigError, read_hf_config
+from sdft_jax.model.source import local_folder
 from sdft_jax.model.transformer import Transformer
 
 def abstract_model(cfg: ModelConfig):
@@ -151,7 +152,8 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
                     rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
                     lora_targets: tuple[str, ...] = (), lora_seed: int = 0, base_quant: str = "",
                     attention: str = "xla") -> PretrainedModel:
-    """Loads a local HF folder straight into the mesh's parameter sharding.
+    """Loads an HF model (a local folder, hub id or remote folder: model/source.py) straight into
+    the mesh's parameter sharding.
 
     dtype: parameter dtype ("float32" or "bfloat16"); compute_dtype defaults to dtype.
     lora_rank > 0: adds LoRA adapters on `lora_targets`, initialized from `lora_seed` (B = 0, so
@@ -160,8 +162,7 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
     forwards' kernel, xla | cudnn | splash (model/attention.py; `auto` is resolved by the caller).
     """
     start = time.perf_counter()
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model path {path!r} is not a directory")
+    path = local_folder(path)  # a hub id or gs:// path: downloaded / copied once into a local cache
     hf_config = read_hf_config(path)
     cfg = ModelConfig.from_hf_dict(hf_config, source=os.path.join(path, "config.json"),
                                    param_dtype=dtype, dtype=compute_dtype or dtype,
