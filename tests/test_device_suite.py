@@ -15,7 +15,7 @@ def test_device_suite_dry_run(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     env.pop("XLA_FLAGS", None)  # one device, as on the GPU machine
     out = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_suite.sh"), "--dry_run"], env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=2400)  # its steps' limits end it first
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     for name in ("platform", "parity", "tiny_main", "measure"):
         assert f"{name} rc=0" in out.stdout

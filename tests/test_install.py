@@ -1,5 +1,6 @@
 """The install path: setup.py's ranges keep a preinstalled accelerator JAX; CI's exact pins lie inside
 them; the device installer carries only what the GPU image lacks or has out of range."""
+import importlib.metadata as md
 import json
 import os
 import subprocess
@@ -63,3 +64,33 @@ def test_wheelhouse_closure_skips_what_the_image_has():
               if n not in device_deps.DEVICE_PACKAGES or n in device_deps.FALLBACK}
     assert {"ml-collections", "tensorflow-datasets", "tensorboardx", "flax"} <= wanted
     assert not {"jax", "jaxlib", "numpy", "torch", "transformers"} & wanted
+
+
+def _extra_requires(extra: str) -> list[Requirement]:
+    reqs = [Requirement(r) for r in md.requires("sdft_jax") or []]
+    return [r for r in reqs if r.marker is not None and r.marker.evaluate({"extra": extra})]
+
+
+@pytest.mark.parametrize("extra", ["tpu", "gpu"])
+def test_accelerator_extras_keep_the_base_jax_range(extra):
+    jax_base = next(r for r in device_deps.install_requires() if r.name == "jax")
+    jax_extra = next(r for r in _extra_requires(extra) if r.name == "jax")
+    assert jax_extra.specifier == jax_base.specifier and jax_extra.extras == {"tpu" if extra == "tpu" else "cuda12"}
+
+
+@pytest.mark.parametrize("extra,wanted", [("tpu", {"libtpu", "gcsfs"}), ("gpu", {"jax-cuda12-plugin"}),
+                                          ("wandb", {"wandb"})])
+def test_each_extra_resolves_with_the_ci_pins(extra, wanted):
+    """pip's own resolver, dry run (metadata only; nothing installed) of the project with the
+    extra under CI's pins: it resolves, brings its accelerator packages, and keeps jax in range."""
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                          "--report", "-", "-c", os.path.join(ROOT, "constraints.txt"), f"{ROOT}[{extra}]"],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode and any(s in out.stderr for s in ("NewConnectionError", "Network is unreachable",
+                                                         "Temporary failure in name resolution")):
+        pytest.skip(f"the package registry is unreachable: {out.stderr.strip().splitlines()[-1]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(out.stdout)["install"]}
+    assert wanted <= set(got), sorted(got)
+    jax_base = next(r for r in device_deps.install_requires() if r.name == "jax")
+    assert jax_base.specifier.contains(Version(got["jax"])), got["jax"]
