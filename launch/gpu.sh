@@ -6,7 +6,8 @@
 #
 # The python that runs is $PYTHON (default python3). If it already imports a JAX that sees a GPU
 # (a CUDA image), the project is installed into it next to that JAX: setup.py's ranges admit
-# JAX 0.10.x-0.11.x, so pip keeps the CUDA build. Otherwise a venv .venv-gpu gets jax[cuda12].
+# JAX 0.10.x-0.12.x, so pip keeps the CUDA build. Otherwise a venv .venv-gpu gets the `[gpu]` extra
+# (jax[cuda12] in the same range).
 # --wheelhouse DIR installs offline from DIR (pip --no-index --find-links DIR); build it on a
 # machine with network with `python benchmarks/device_deps.py make DIR` (adds what the usual GPU
 # image lacks) plus, for a host without JAX, `pip download 'jax[cuda12]' -d DIR`.
@@ -28,7 +29,7 @@ if has_gpu_jax "$PY"; then
 else
   if [ ! -x .venv-gpu/bin/python ]; then
     "$PY" -m venv .venv-gpu
-    .venv-gpu/bin/pip install "${PIP_ARGS[@]}" -e . 'jax[cuda12]>=0.10.2,<0.12'
+    .venv-gpu/bin/pip install "${PIP_ARGS[@]}" -e '.[gpu]'
   fi
   PY=.venv-gpu/bin/python
 fi

@@ -4,9 +4,11 @@
 #   launch/tpu_vm.sh NAME ZONE ACCELERATOR CONFIG WORKDIR [--config.key=value ...]
 #   e.g. launch/tpu_vm.sh sdft-v5p8 us-east5-a v5p-8 configs/qwen7b.py:task=science gs://BUCKET/runs/q7
 #
-# The workdir may be a gs:// path (orbax and etils write there directly). Model folders must be
-# readable on every worker (copy them to local disk first, or mount a bucket). jax.distributed is
-# initialized automatically on a multi-host slice (TPU_WORKER_HOSTNAMES lists the workers).
+# The `[tpu]` extra installs jax[tpu] within setup.py's JAX range (the newest the registry serves)
+# and gcsfs. The workdir may be a gs:// path (orbax and etils write there directly); model.path may
+# be a hub id (each worker downloads it once into its HF cache) or a gs:// folder (copied once into
+# $SDFT_JAX_CACHE). jax.distributed is initialized automatically on a multi-host slice
+# (TPU_WORKER_HOSTNAMES lists the workers).
 set -euo pipefail
 NAME=$1 ZONE=$2 ACCEL=$3 CONFIG=$4 WORKDIR=$5
 shift 5
@@ -21,7 +23,7 @@ fi
 run_all() { gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$1"; }
 
 run_all "set -e; [ -d sdft_jax ] || git clone -b $BRANCH $REPO sdft_jax; cd sdft_jax && git pull -q && \
-  python3 -m venv ~/venv && ~/venv/bin/pip install -q -U pip && ~/venv/bin/pip install -q -e . 'jax[tpu]==0.10.2'"
+  python3 -m venv ~/venv && ~/venv/bin/pip install -q -U pip && ~/venv/bin/pip install -q -e '.[tpu]'"
 
 # Every worker runs the same command; each reads only its slice of every batch.
 run_all "cd sdft_jax && nohup ~/venv/bin/python -m sdft_jax.main --config=$CONFIG --workdir=$WORKDIR $* \

@@ -36,7 +36,7 @@ def encode_prompt(tokenizer, text: str, chat: bool, system: str | None = None) -
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="local Hugging Face model folder")
+    ap.add_argument("--model", required=True, help="a Hugging Face folder, hub id ORG/NAME[@REV] or gs:// folder")
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--chat", action="store_true", help="apply the checkpoint's chat template")
     ap.add_argument("--system", default=None, help="system message (with --chat)")

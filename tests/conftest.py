@@ -43,3 +43,21 @@ def shared_data_dir() -> str:
     if not os.path.isdir(path):
         pytest.skip("../shared/data is absent")
     return os.path.abspath(path)
+
+
+# What CI runs on the Python 3.12 stacks (JAX 0.11.2 and the newest; `.ci/run`, `pytest -m stacks`):
+# the tests whose outcome depends on the JAX / flax / optax / orbax / numpy versions. Whole modules,
+# or `module::test` prefixes.
+STACKS_SUBSET = (
+    "model/test_parity.py", "model/test_export.py", "model/test_lora.py", "model/test_quant.py",
+    "test_sampler.py", "test_losses.py", "test_step.py", "test_train_step.py", "test_sharding.py",
+    "test_reach.py", "test_device_suite.py",
+    "test_train.py::test_tiny_end_to_end", "test_train.py::test_resume_is_exact",
+    "test_train.py::test_lora_trains_resumes_exactly",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.removeprefix("tests/").startswith(STACKS_SUBSET):
+            item.add_marker(pytest.mark.stacks)
