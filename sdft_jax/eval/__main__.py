@@ -18,7 +18,8 @@ DEFAULT_DATA = {"tooluse": "../shared/data/tooluse/sdft_tooluse_eval.jsonl",
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="a Hugging Face folder or run workdir, hub id ORG/NAME[@REV] or gs:// folder")
+    ap.add_argument("--model", required=True,
+                    help="a Hugging Face folder or run workdir, hub id ORG/NAME[@REV] or gs:// folder")
     ap.add_argument("--task", required=True, choices=["tooluse", "science", "medical", "knowledge", "demonstrations"])
     ap.add_argument("--data", default=None, help="file or folder of the task's rows")
     ap.add_argument("--split", default="test")
