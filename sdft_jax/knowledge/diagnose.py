@@ -1,0 +1,111 @@
+"""The knowledge experiment's teacher, measured without training.
+
+For one model of configs/knowledge.py: the held-out test questions under (a) no context, (b) the
+article only (the oracle-RAG row), (c) the exact SDFT teacher context (title + article + "Answer:
+<fact>" inside the run's teacher template), greedy, strict and lenient; and, on the training
+questions, where the required fact starts in the student's own completions (temperature 1 as in
+SDFT's rollouts, and greedy), in tokens: inside the first `loss.skip_first_tokens`, after, or absent.
+
+    python -m sdft_jax.knowledge.diagnose --model smollm2_135m --out docs/results/knowledge_teacher_smollm2_135m.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+from sdft_jax.data import prepare
+from sdft_jax.data.prompts import named_template
+from sdft_jax.eval.generation import evaluate
+from sdft_jax.model import load_pretrained
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, _REPO)  # configs/ is a package (configs.knowledge) from any cwd
+from configs import knowledge as knowledge_config  # noqa: E402
+
+SCORERS = ("knowledge_lenient",)
+
+
+def _rows(task: str, path: str, split: str, data_dir: str, limit: int) -> list[dict]:
+    source = prepare(task, path, data_dir)[split]
+    rows = sorted((source[i] for i in range(len(source))), key=lambda e: e["id"])  # storage order is shuffled
+    return rows[:limit] if limit else rows
+
+
+def fact_position(tokenizer, completion: str, facts: list[str]) -> int | None:
+    """Token index (in the completion re-tokenized) where the first required fact found starts; None if absent."""
+    low = completion.lower()
+    starts = [low.find(f.lower()) for f in facts if f and low.find(f.lower()) >= 0]
+    if not starts:
+        return None
+    return len(tokenizer(completion[:min(starts)], add_special_tokens=False).input_ids)
+
+
+def _positions(model, rows, template: str, skip: int, max_prompt: int, temperature: float, seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "completions.jsonl")
+        evaluate(model, rows, "knowledge", template=template, max_new_tokens=64, max_prompt=max_prompt,
+                 temperature=temperature, seed=seed, out_jsonl=out, progress=True)
+        records = [json.loads(line) for line in open(out)]
+    raw = {r["id"]: json.loads(r["raw"]) for r in rows}
+    where = [fact_position(model.tokenizer, rec["completion"], raw[rec["id"]]["required"]) for rec in records]
+    n = len(where)
+    return {"n": n, "temperature": temperature, "skip_first_tokens": skip,
+            "fact_within_skipped": sum(w is not None and w < skip for w in where) / n,
+            "fact_after_skipped": sum(w is not None and w >= skip for w in where) / n,
+            "fact_absent": sum(w is None for w in where) / n,
+            "positions": where,
+            "examples": [{"question": raw[rec["id"]]["question"], "completion": rec["completion"]}
+                         for rec in records[:6]]}
+
+
+def diagnose(model_name: str, examples: int = 0) -> dict:
+    config = knowledge_config.get_config(f"model={model_name}")
+    root = os.path.dirname(config.data.path)
+    data_dir = os.path.join(tempfile.gettempdir(), "sdft_knowledge_diagnose_tfds")
+    template = named_template(config.data.teacher_template)
+    max_prompt = config.data.max_teacher_prompt
+    model = load_pretrained(config.model.path, dtype=config.model.dtype)
+    heldout = _rows("knowledge", os.path.join(root, "heldout"), "test", data_dir, examples)
+    oracle = _rows("demonstrations", os.path.join(root, "oracle"), "test", data_dir, examples)
+    train = _rows("knowledge", os.path.join(root, "train"), "train", data_dir, examples)
+    started = time.time()
+    kw = dict(template=template, max_new_tokens=config.sampling.max_new_tokens, max_prompt=max_prompt,
+              also_scorers=SCORERS, progress=True)
+    contexts = {
+        "no_context": evaluate(model, heldout, "knowledge", **kw),
+        "article_only": evaluate(model, oracle, "knowledge", with_demonstration=True, **kw),
+        "teacher_context": evaluate(model, heldout, "knowledge", with_demonstration=True, **kw),
+    }
+    skip = config.loss.skip_first_tokens
+    first_tokens = {name: _positions(model, train, template, skip, max_prompt, t, config.seed)
+                    for name, t in (("sampled_t1", 1.0), ("greedy", 0.0))}
+    return {"model": model_name, "model_path": config.model.path, "template": config.data.teacher_template,
+            "max_new_tokens": config.sampling.max_new_tokens, "corpus": root,
+            "contexts": {k: {"strict": v["accuracy"], "lenient": v["accuracy:knowledge_lenient"], "n": v["n"],
+                             "skipped_too_long": v["skipped_too_long"]} for k, v in contexts.items()},
+            "first_tokens": first_tokens, "seconds": round(time.time() - started, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="a configs/knowledge.py model: smollm2_135m, qwen2_5_0_5b, tiny")
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--examples", type=int, default=0, help="rows per split (0 = all)")
+    args = ap.parse_args(argv)
+    result = diagnose(args.model, args.examples)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    summary = {k: v for k, v in result["contexts"].items()}
+    print(json.dumps({"model": args.model, "contexts": summary,
+                      **{k: {m: v[m] for m in ("fact_within_skipped", "fact_after_skipped", "fact_absent")}
+                         for k, v in result["first_tokens"].items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
