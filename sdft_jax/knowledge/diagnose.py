@@ -4,7 +4,9 @@ For one model of configs/knowledge.py: the held-out test questions under (a) no 
 article only (the oracle-RAG row), (c) the exact SDFT teacher context (title + article + "Answer:
 <fact>" inside the run's teacher template), greedy, strict and lenient; and, on the training
 questions, where the required fact starts in the student's own completions (temperature 1 as in
-SDFT's rollouts, and greedy), in tokens: inside the first `loss.skip_first_tokens`, after, or absent.
+SDFT's rollouts, and greedy) and in the teacher's (greedy, teacher context), in tokens: inside the
+first `loss.skip_first_tokens`, after, or absent; for year questions also where any year starts
+(the answer slot, right or wrong: the base does not know the facts).
 
     python -m sdft_jax.knowledge.diagnose --model smollm2_135m --out docs/results/knowledge_teacher_smollm2_135m.json
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -27,6 +30,7 @@ sys.path.insert(0, _REPO)  # configs/ is a package (configs.knowledge) from any 
 from configs import knowledge as knowledge_config  # noqa: E402
 
 SCORERS = ("knowledge_lenient",)
+_YEAR = re.compile(r"\b\d{4}\b")
 
 
 def _rows(task: str, path: str, split: str, data_dir: str, limit: int) -> list[dict]:
@@ -44,22 +48,38 @@ def fact_position(tokenizer, completion: str, facts: list[str]) -> int | None:
     return len(tokenizer(completion[:min(starts)], add_special_tokens=False).input_ids)
 
 
-def _positions(model, rows, template: str, skip: int, max_prompt: int, temperature: float, seed: int) -> dict:
+def year_slot(tokenizer, completion: str) -> int | None:
+    """Token index where the completion's first 4-digit number (its answer to a year question) starts."""
+    m = _YEAR.search(completion)
+    return None if m is None else len(tokenizer(completion[:m.start()], add_special_tokens=False).input_ids)
+
+
+def _split(where: list, skip: int) -> dict:
+    n = max(len(where), 1)
+    return {"n": len(where), "within_skipped": sum(w is not None and w < skip for w in where) / n,
+            "after_skipped": sum(w is not None and w >= skip for w in where) / n,
+            "absent": sum(w is None for w in where) / n, "positions": where}
+
+
+def _positions(model, rows, template: str, skip: int, max_prompt: int, temperature: float, seed: int,
+               teacher: bool) -> dict:
+    """Where the required fact starts (and, for year questions, where any year starts: the answer
+    slot, even when the answer is wrong) in completions of the training questions."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "completions.jsonl")
-        evaluate(model, rows, "knowledge", template=template, max_new_tokens=64, max_prompt=max_prompt,
-                 temperature=temperature, seed=seed, out_jsonl=out, progress=True)
+        metrics = evaluate(model, rows, "knowledge", with_demonstration=teacher, template=template,
+                           max_new_tokens=64, max_prompt=max_prompt, temperature=temperature, seed=seed,
+                           out_jsonl=out, progress=True)
         records = [json.loads(line) for line in open(out)]
     raw = {r["id"]: json.loads(r["raw"]) for r in rows}
-    where = [fact_position(model.tokenizer, rec["completion"], raw[rec["id"]]["required"]) for rec in records]
-    n = len(where)
-    return {"n": n, "temperature": temperature, "skip_first_tokens": skip,
-            "fact_within_skipped": sum(w is not None and w < skip for w in where) / n,
-            "fact_after_skipped": sum(w is not None and w >= skip for w in where) / n,
-            "fact_absent": sum(w is None for w in where) / n,
-            "positions": where,
+    tok = model.tokenizer
+    fact = [fact_position(tok, rec["completion"], raw[rec["id"]]["required"]) for rec in records]
+    years = [year_slot(tok, rec["completion"]) for rec in records if raw[rec["id"]]["answer"].isdigit()]
+    return {"context": "teacher" if teacher else "student", "temperature": temperature, "skip_first_tokens": skip,
+            "skipped_too_long": metrics["skipped_too_long"],
+            "fact": _split(fact, skip), "year_slot": _split(years, skip),
             "examples": [{"question": raw[rec["id"]]["question"], "completion": rec["completion"]}
-                         for rec in records[:6]]}
+                         for rec in records[:8]]}
 
 
 def diagnose(model_name: str, examples: int = 0) -> dict:
@@ -81,8 +101,9 @@ def diagnose(model_name: str, examples: int = 0) -> dict:
         "teacher_context": evaluate(model, heldout, "knowledge", with_demonstration=True, **kw),
     }
     skip = config.loss.skip_first_tokens
-    first_tokens = {name: _positions(model, train, template, skip, max_prompt, t, config.seed)
-                    for name, t in (("sampled_t1", 1.0), ("greedy", 0.0))}
+    first_tokens = {name: _positions(model, train, template, skip, max_prompt, t, config.seed, teacher)
+                    for name, t, teacher in (("student_sampled_t1", 1.0, False), ("student_greedy", 0.0, False),
+                                             ("teacher_greedy", 0.0, True))}
     return {"model": model_name, "model_path": config.model.path, "template": config.data.teacher_template,
             "max_new_tokens": config.sampling.max_new_tokens, "corpus": root,
             "contexts": {k: {"strict": v["accuracy"], "lenient": v["accuracy:knowledge_lenient"], "n": v["n"],
@@ -102,8 +123,8 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=2)
     summary = {k: v for k, v in result["contexts"].items()}
     print(json.dumps({"model": args.model, "contexts": summary,
-                      **{k: {m: v[m] for m in ("fact_within_skipped", "fact_after_skipped", "fact_absent")}
-                         for k, v in result["first_tokens"].items()}}))
+                      **{f"{k}/{what}": {m: v[what][m] for m in ("within_skipped", "after_skipped", "absent")}
+                         for k, v in result["first_tokens"].items() for what in ("fact", "year_slot")}}))
     return 0
 
 

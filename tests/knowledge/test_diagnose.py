@@ -22,6 +22,15 @@ def test_diagnose_runs_on_the_tiny_model(tmp_path, monkeypatch):
     assert set(result["contexts"]) == {"no_context", "article_only", "teacher_context"}
     for ctx in result["contexts"].values():  # every row is either scored or counted as too long
         assert ctx["n"] + ctx["skipped_too_long"] == 3 and 0.0 <= ctx["strict"] <= ctx["lenient"] <= 1.0
+    assert set(result["first_tokens"]) == {"student_sampled_t1", "student_greedy", "teacher_greedy"}
     for measure in result["first_tokens"].values():
-        assert measure["n"] == 3 and len(measure["positions"]) == 3
-        assert abs(measure["fact_within_skipped"] + measure["fact_after_skipped"] + measure["fact_absent"] - 1) < 1e-9
+        fact = measure["fact"]
+        assert fact["n"] + measure["skipped_too_long"] == 3 and len(fact["positions"]) == fact["n"]
+        if fact["n"]:
+            assert abs(fact["within_skipped"] + fact["after_skipped"] + fact["absent"] - 1) < 1e-9
+
+
+def test_year_slot_finds_any_year():
+    tok = hf_fixtures.tokenizer()
+    assert diagnose.year_slot(tok, "It was founded in 1999 by") == len("It was founded in ")
+    assert diagnose.year_slot(tok, "Founded by Alex, 12 people") is None
