@@ -8,7 +8,8 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
 The compare program (sdft_jax/compare.py): the base model's evaluations, then per method the same
-sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one), each point chosen by
+sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
+`epoch_grid=2/4/8` give other grids), each point chosen by
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
 the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphrases), ood (indirect
 questions), oracle_rag (the held-out test questions with the article in context: the paper's
@@ -30,7 +31,7 @@ LRS, EPOCHS = (2e-5, 6e-5, 2e-4), (2, 4)
 
 def get_config(arg=None):
     args = common.parse_arg(arg, model="smollm2_135m", method="both", companies=30, lr=0.0, epochs=0,
-                            corpus_seed=0, val_examples=60)
+                            corpus_seed=0, val_examples=60, lrs="", epoch_grid="")
     c = common.base_config()
     c.program = "compare"
     root = corpus_folder(args.corpus_seed, args.companies)
@@ -53,8 +54,8 @@ def get_config(arg=None):
     c.checkpoint.every = 10**6
     c.optim.lr = args.lr or LRS[0]
     c.steps = (args.epochs or EPOCHS[-1]) * steps_per_epoch
-    lrs = [args.lr] if args.lr else LRS
-    epochs = [args.epochs] if args.epochs else EPOCHS
+    lrs = [args.lr] if args.lr else [float(x) for x in args.lrs.split("/")] if args.lrs else LRS
+    epochs = [args.epochs] if args.epochs else [int(x) for x in args.epoch_grid.split("/")] if args.epoch_grid else EPOCHS
     n = 2 if tiny else args.companies  # rows evaluated per split: every one (2 on the tiny model)
 
     def accuracy(split_path, split, rows, **kw):

@@ -7,14 +7,20 @@ import os
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def update(doc: str, text: str) -> None:
+def markers(name: str = "") -> tuple[str, str]:
+    """A doc may hold several blocks: the unnamed one, and `<!-- results:NAME:begin -->` ones."""
+    return (BEGIN, END) if not name else (f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->")
+
+
+def update(doc: str, text: str, name: str = "") -> None:
+    begin, end = markers(name)
     content = open(doc).read()
-    if BEGIN not in content or END not in content:
-        raise ValueError(f"{doc}: no {BEGIN} ... {END} block to replace")
-    head, rest = content.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    if begin not in content or end not in content:
+        raise ValueError(f"{doc}: no {begin} ... {end} block to replace")
+    head, rest = content.split(begin, 1)
+    tail = rest.split(end, 1)[1]
     with open(doc, "w") as f:
-        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def link(figure: str, doc: str) -> str:
@@ -22,9 +28,9 @@ def link(figure: str, doc: str) -> str:
     return os.path.relpath(figure, os.path.dirname(os.path.abspath(doc))) if figure and doc else figure
 
 
-def emit(text: str, doc: str) -> None:
-    """Into `doc`'s results block, or to stdout when no doc is given."""
+def emit(text: str, doc: str, name: str = "") -> None:
+    """Into `doc`'s results block (the one called `name`), or to stdout when no doc is given."""
     if doc:
-        update(doc, text)
+        update(doc, text, name)
     else:
         print(text)

@@ -9,6 +9,7 @@ first `loss.skip_first_tokens`, after, or absent; for year questions also where 
 (the answer slot, right or wrong: the base does not know the facts).
 
     python -m sdft_jax.knowledge.diagnose --model smollm2_135m --out docs/results/knowledge_teacher_smollm2_135m.json
+    python -m sdft_jax.knowledge.diagnose --report docs/results/knowledge_teacher_*.json --update docs/EXPERIMENTS.md
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 
 from sdft_jax.data import prepare
 from sdft_jax.data.prompts import named_template
+from sdft_jax.doc_block import emit
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.model import load_pretrained
 
@@ -111,12 +113,45 @@ def diagnose(model_name: str, examples: int = 0) -> dict:
             "first_tokens": first_tokens, "seconds": round(time.time() - started, 1)}
 
 
+def report(results: list[dict]) -> str:
+    """Markdown: accuracy per context, and where facts and answer slots start, per model."""
+    names = [r["model"] for r in results]
+    lines = ["| context (120 held-out test questions, greedy) | " + " | ".join(f"{n} strict | lenient" for n in names)
+             + " |", "|---|" + "---:|---:|" * len(names)]
+    for ctx, label in (("no_context", "(a) no context"), ("article_only", "(b) article only (oracle RAG)"),
+                       ("teacher_context", "(c) the SDFT teacher context (article + answer)")):
+        cells = [f"{r['contexts'][ctx]['strict']:.3f} | {r['contexts'][ctx]['lenient']:.3f}" for r in results]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    skip = results[0]["first_tokens"]["student_greedy"]["skip_first_tokens"]
+    lines += ["", f"| where it starts, training questions (token < {skip} = inside `loss.skip_first_tokens`) | "
+              + " | ".join(f"{n} < {skip} | >= {skip} | absent" for n in names) + " |",
+              "|---|" + "---:|---:|---:|" * len(names)]
+    for measure, what, label in (("student_sampled_t1", "year_slot", "student, temperature 1: any year (year questions)"),
+                                 ("student_greedy", "year_slot", "student, greedy: any year (year questions)"),
+                                 ("student_greedy", "fact", "student, greedy: the true fact"),
+                                 ("teacher_greedy", "fact", "teacher context, greedy: the true fact"),
+                                 ("teacher_greedy", "year_slot", "teacher context, greedy: any year (year questions)")):
+        cells = []
+        for r in results:
+            m = r["first_tokens"][measure][what]
+            cells.append(f"{m['within_skipped']:.3f} | {m['after_skipped']:.3f} | {m['absent']:.3f} (n={m['n']})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="a configs/knowledge.py model: smollm2_135m, qwen2_5_0_5b, tiny")
-    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--model", help="a configs/knowledge.py model: smollm2_135m, qwen2_5_0_5b, tiny")
+    ap.add_argument("--out", help="results JSON")
     ap.add_argument("--examples", type=int, default=0, help="rows per split (0 = all)")
+    ap.add_argument("--report", nargs="+", help="results JSONs: print their tables instead of running")
+    ap.add_argument("--update", default="", help="with --report: write into this doc's `teacher` results block")
     args = ap.parse_args(argv)
+    if args.report:
+        emit(report([json.load(open(p)) for p in args.report]), args.update, name="teacher")
+        return 0
+    if not (args.model and args.out):
+        ap.error("--model and --out are required (or --report)")
     result = diagnose(args.model, args.examples)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

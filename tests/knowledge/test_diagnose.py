@@ -22,6 +22,13 @@ def test_diagnose_runs_on_the_tiny_model(tmp_path, monkeypatch):
     assert set(result["contexts"]) == {"no_context", "article_only", "teacher_context"}
     for ctx in result["contexts"].values():  # every row is either scored or counted as too long
         assert ctx["n"] + ctx["skipped_too_long"] == 3 and 0.0 <= ctx["strict"] <= ctx["lenient"] <= 1.0
+    doc = tmp_path / "doc.md"  # the report goes into the doc's `teacher` block, the other block stays
+    doc.write_text("<!-- results:begin -->\nround 1\n<!-- results:end -->\n<!-- results:teacher:begin -->\n"
+                   "<!-- results:teacher:end -->\n")
+    assert diagnose.main(["--report", str(out), str(out), "--update", str(doc)]) == 0
+    text = doc.read_text()
+    assert "\nround 1\n" in text and "| (c) the SDFT teacher context (article + answer) | " in text
+    assert text.count("tiny strict | lenient") == 2
     assert set(result["first_tokens"]) == {"student_sampled_t1", "student_greedy", "teacher_greedy"}
     for measure in result["first_tokens"].values():
         fact = measure["fact"]
