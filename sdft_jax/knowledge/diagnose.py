@@ -84,7 +84,7 @@ def _positions(model, rows, template: str, skip: int, max_prompt: int, temperatu
                          for rec in records[:8]]}
 
 
-def diagnose(model_name: str, examples: int = 0) -> dict:
+def diagnose(model_name: str, examples: int = 0, position_examples: int = 0) -> dict:
     config = knowledge_config.get_config(f"model={model_name}")
     root = os.path.dirname(config.data.path)
     data_dir = os.path.join(tempfile.gettempdir(), "sdft_knowledge_diagnose_tfds")
@@ -93,7 +93,7 @@ def diagnose(model_name: str, examples: int = 0) -> dict:
     model = load_pretrained(config.model.path, dtype=config.model.dtype)
     heldout = _rows("knowledge", os.path.join(root, "heldout"), "test", data_dir, examples)
     oracle = _rows("demonstrations", os.path.join(root, "oracle"), "test", data_dir, examples)
-    train = _rows("knowledge", os.path.join(root, "train"), "train", data_dir, examples)
+    train = _rows("knowledge", os.path.join(root, "train"), "train", data_dir, position_examples or examples)
     started = time.time()
     kw = dict(template=template, max_new_tokens=config.sampling.max_new_tokens, max_prompt=max_prompt,
               also_scorers=SCORERS, progress=True)
@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="a configs/knowledge.py model: smollm2_135m, qwen2_5_0_5b, tiny")
     ap.add_argument("--out", help="results JSON")
     ap.add_argument("--examples", type=int, default=0, help="rows per split (0 = all)")
+    ap.add_argument("--position_examples", type=int, default=0,
+                    help="training questions for the first-token measures (0 = as --examples)")
     ap.add_argument("--report", nargs="+", help="results JSONs: print their tables instead of running")
     ap.add_argument("--update", default="", help="with --report: write into this doc's `teacher` results block")
     args = ap.parse_args(argv)
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
         return 0
     if not (args.model and args.out):
         ap.error("--model and --out are required (or --report)")
-    result = diagnose(args.model, args.examples)
+    result = diagnose(args.model, args.examples, args.position_examples)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
