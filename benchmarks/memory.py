@@ -18,20 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-MODELS = {  # config.json fields of the public checkpoints (architecture only)
-    "qwen2.5-7b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=152064, hidden_size=3584,
-                       intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                       num_key_value_heads=4, rope_theta=1e6, tie_word_embeddings=False),
-    "qwen3-8b": dict(architectures=["Qwen3ForCausalLM"], vocab_size=151936, hidden_size=4096,
-                     intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, rope_theta=1e6, tie_word_embeddings=False),
-    "qwen2.5-1.5b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
-                         intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True),
-    "qwen2.5-0.5b": dict(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=896,
-                         intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True),
-}
+from sdft_jax.known_models import HF_CONFIGS  # noqa: E402
+
+MODELS = {"qwen2.5-7b": HF_CONFIGS["Qwen2.5-7B-Instruct"], "qwen3-8b": HF_CONFIGS["Qwen3-8B"],
+          "qwen2.5-1.5b": HF_CONFIGS["Qwen2.5-1.5B-Instruct"], "qwen2.5-0.5b": HF_CONFIGS["Qwen2.5-0.5B-Instruct"]}
 
 
 def fused_decode_sh(cfg, mesh, abstract):

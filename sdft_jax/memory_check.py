@@ -58,5 +58,15 @@ def check_fits(name: str, jitted, *args, headroom: float = 0.9, free=None) -> No
             f"{_size(available)} of {where} is free: {HINT}")
 
 
+def verdict(peaks: dict[str, int], capacity: int, where: str) -> tuple[bool, str]:
+    """One line from compiled programs' peak bytes per device (sdft_jax.aot: the TPU / GPU compiler's
+    count, from a CPU box): does the largest fit `capacity` bytes of `where`, and if not, what to change."""
+    name, need = max(peaks.items(), key=lambda kv: kv[1])
+    if need <= capacity:
+        return True, (f"yes: fits {where}: the largest program, the {name}, peaks at {_size(need)} per chip of "
+                      f"{_size(capacity)}")
+    return False, f"no: does not fit {where}: the {name} peaks at {_size(need)} per chip of {_size(capacity)}: {HINT}"
+
+
 def _size(n: int) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2 ** 20:.1f} MiB"

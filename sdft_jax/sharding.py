@@ -6,6 +6,7 @@ defaults to Explicit axes now, and the project uses classic GSPMD propagation.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -131,3 +132,16 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, name: str = "batch") -> N
     if batch_size % parts:
         raise MeshError(f"{name}={batch_size} is not divisible by the data-parallel mesh size "
                         f"data*fsdp={parts}")
+
+
+def traced_under(mesh, fn):
+    """fn traced with `mesh` as the abstract mesh: kernels XLA cannot partition (splash) shard_map
+    themselves over it (model/attention.py). mesh None = as is."""
+    if mesh is None:
+        return fn
+
+    @functools.wraps(fn)
+    def under(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+    return under

@@ -18,11 +18,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sdft_jax import sharding as shd
+from sdft_jax.model import param_shardings
 from sdft_jax.sampler import SamplingConfig, build_generate
 from sdft_jax.train_step import StepConfig, make_train_step, sdft_batch
 
 INPUTS = {"sdft": ("student_prompt", "student_prompt_mask", "teacher_prompt", "teacher_prompt_mask"),
           "sft": ("student_prompt", "student_prompt_mask", "target", "target_mask")}
+
+
+def run_shardings(mesh, model_cfg, params) -> dict:
+    """make_step / phase_step's sharding arguments for a run on `mesh` (params: arrays or shapes):
+    the decode weights gathered over fsdp, the KV cache and inputs over the batch axes."""
+    return dict(cache_sharding=NamedSharding(mesh, P(None, shd.BATCH_AXES, None, "tensor", None)),
+                decode_shardings=param_shardings(model_cfg, mesh, params, shd.DECODE_RULES),
+                input_sharding=shd.batch_sharding(mesh, 1), metrics_sharding=shd.replicated(mesh))
 
 
 def _repeat(x, n: int):
@@ -67,6 +79,7 @@ def make_step(graphdef: Any, model_cfg, sc: StepConfig, sampling: SamplingConfig
 
     if state_shardings is None:
         return jax.jit(step, donate_argnums=(0,))
+    step = shd.traced_under(input_sharding.mesh, step)
     in_sh = {k: input_sharding for k in INPUTS[sc.method]}
     return jax.jit(step, in_shardings=(state_shardings, in_sh, None),
                    out_shardings=(state_shardings, metrics_sharding, input_sharding if sc.method == "sdft" else None),
@@ -84,7 +97,7 @@ def phase_step(graphdef: Any, model_cfg, sc: StepConfig, sampling: SamplingConfi
     if state_shardings is None:
         step_fn = jax.jit(train_step, donate_argnums=(0,))
     else:
-        step_fn = jax.jit(train_step, in_shardings=(state_shardings, input_sharding),
+        step_fn = jax.jit(shd.traced_under(input_sharding.mesh, train_step), in_shardings=(state_shardings, input_sharding),
                           out_shardings=(state_shardings, metrics_sharding), donate_argnums=(0,))
     step_fn = wrap(f"{sc.method.upper()} train step", step_fn)
 

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sdft_jax import sharding as shd
 from sdft_jax.cache import local_copy
@@ -34,7 +33,7 @@ from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
 from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
 from sdft_jax.resolve import resolve
-from sdft_jax.step import INPUTS, make_step, phase_step
+from sdft_jax.step import INPUTS, make_step, phase_step, run_shardings
 from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
 from sdft_jax.workdir_lock import WorkdirLock
 
@@ -101,7 +100,7 @@ def _write_config(config, workdir) -> None:
     path.write_text(text)
 
 
-def _flops_per_step(n_params: int, inputs: dict, method: str, new_tokens: int, generations: int) -> float:
+def flops_per_step(n_params: int, inputs: dict, method: str, new_tokens: int, generations: int) -> float:
     """Dense-matmul FLOPs (2 per parameter per token forward, 4 backward; attention ignored):
     rollout decode + teacher forward + student forward/backward."""
     B, N = inputs["student_prompt"].shape[0] * generations, new_tokens
@@ -186,14 +185,9 @@ def _setup(config, workdir: str, settings, mesh) -> _Setup:
 def _load_model(config, settings, mesh):
     """-> (model, what trains, the frozen base or None): with LoRA only the adapters train."""
     lora_cfg = config.model.lora
-    # LoRA: the frozen base in lora.base_dtype; int8 / nf4 quantize its projections, the rest is bf16.
-    quantized = lora_cfg.rank and lora_cfg.base_dtype in ("int8", "nf4")
-    dtype = ("bfloat16" if quantized else lora_cfg.base_dtype) if lora_cfg.rank else config.model.dtype
-    model = load_pretrained(config.model.path, dtype=dtype, mesh=mesh, base_quant=lora_cfg.base_dtype if quantized else "",
-                            compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
-                            scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank,
-                            lora_alpha=lora_cfg.alpha, lora_targets=settings.lora_targets, lora_seed=config.seed,
-                            attention=settings.attention)
+    options = model_options(config, settings)
+    dtype = options["dtype"]
+    model = load_pretrained(config.model.path, mesh=mesh, lora_seed=config.seed, **options)
     n_params = sum(x.size for x in jax.tree.leaves(model.params))
     if dtype == "bfloat16" and not lora_cfg.rank:
         say("note: parameters are stored in bfloat16, so AdamW updates under half a bf16 ulp (~0.2% of a "
@@ -208,6 +202,18 @@ def _load_model(config, settings, mesh):
     say(f"LoRA rank {lora_cfg.rank}, alpha {lora_cfg.alpha} on {','.join(settings.lora_targets)}: "
         f"{n_train / 1e6:.2f}M trainable parameters ({100 * n_train / n_params:.2f}%)")
     return model, trainable, frozen
+
+
+def model_options(config, settings) -> dict:
+    """load_pretrained's options for the run's model (handle.model_config takes the same; sdft_jax.aot)."""
+    lora_cfg = config.model.lora
+    # LoRA: the frozen base in lora.base_dtype; int8 / nf4 quantize its projections, the rest is bf16.
+    quantized = lora_cfg.rank and lora_cfg.base_dtype in ("int8", "nf4")
+    dtype = ("bfloat16" if quantized else lora_cfg.base_dtype) if lora_cfg.rank else config.model.dtype
+    return dict(dtype=dtype, base_quant=lora_cfg.base_dtype if quantized else "",
+                compute_dtype=config.model.compute_dtype or None, remat=config.model.remat,
+                scan_layers=config.model.scan_layers, lora_rank=lora_cfg.rank, lora_alpha=lora_cfg.alpha,
+                lora_targets=settings.lora_targets, attention=settings.attention)
 
 
 def _load_data(config, workdir: str, settings, tok):
@@ -236,11 +242,8 @@ def _build_step(config, settings, model, mesh, tx, schedule, st_sh):
     first call of each program compiles it and checks that it fits before running it."""
     sampling = dataclasses.replace(settings.sampling, stop_ids=stop_token_ids(model.path, model.tokenizer),
                                    pad_id=_pad_id(model.tokenizer))
-    decode_sh = param_shardings(model.config, mesh, model.params, shd.DECODE_RULES)
     kwargs = dict(num_generations=settings.num_generations, state_shardings=st_sh,
-                  cache_sharding=NamedSharding(mesh, P(None, shd.BATCH_AXES, None, "tensor", None)),
-                  decode_shardings=decode_sh, input_sharding=shd.batch_sharding(mesh, 1),
-                  metrics_sharding=shd.replicated(mesh))
+                  **run_shardings(mesh, model.config, model.params))
     args = (model.graphdef, model.config, settings.step, sampling, tx, schedule)
     name = f"{settings.step.method.upper()} step"
     if config.log.phase_times:
@@ -289,7 +292,7 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
             if pending is not None:
                 last = complete(pending)
                 record(pending.step, last)
-            flops = _flops_per_step(s.n_params, inputs, method, settings.sampling.max_new_tokens,
+            flops = flops_per_step(s.n_params, inputs, method, settings.sampling.max_new_tokens,
                                     settings.num_generations)
             pending = _Pending(done, metrics, host, rollout, flops)
             sample_due = bool(config.log.samples_every and done % config.log.samples_every == 0)

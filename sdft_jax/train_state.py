@@ -108,5 +108,16 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh, fro
                       opt_state=opt_sh, rng=replicated, frozen_params=frozen_shardings)
 
 
+def abstract_state(params, tx: optax.GradientTransformation, teacher_kind: str, teacher_dtype: str | None,
+                   param_shardings, mesh: Mesh, frozen_params=None, frozen_shardings=None):
+    """(the state init_state would build, as ShapeDtypeStructs carrying their shardings, the shardings):
+    nothing is allocated, so a 7B's state can be described (and compiled for) on a small machine.
+    params / frozen_params may be ShapeDtypeStructs."""
+    shapes = jax.eval_shape(lambda p, f: init_state(p, tx, teacher_kind, 0, teacher_dtype, f), params, frozen_params)
+    shardings = state_shardings(shapes, param_shardings, mesh, frozen_shardings)
+    with_sharding = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, shardings)
+    return with_sharding, shardings
+
+
 def _path_key(path) -> tuple:
     return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path)

@@ -7,6 +7,8 @@ SDFT teacher that forgets its in-context skill stops being a useful target).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,20 @@ from sdft_jax import losses
 from sdft_jax import sharding as shd
 from sdft_jax.data.pipeline import bucket_length, left_pad, right_pad, tokenize_all
 from sdft_jax.train_step import completion_hidden
+
+
+def nll_program(graphdef, n_target: int, mesh=None):
+    """jitted (params, {tokens, mask, target_mask}) -> mean NLL per target token of the last n_target
+    positions (sdft_jax.aot compiles it from shapes)."""
+    @jax.jit
+    @functools.partial(shd.traced_under, mesh)
+    def nll(params, batch):
+        m = nnx.merge(graphdef, params)
+        h = completion_hidden(m, batch["tokens"], batch["mask"], n_target)
+        stats = losses.chunked_token_stats(h, m.head_weights(), batch["tokens"][:, -n_target:], chunk_size=256)
+        mask = batch["target_mask"].astype(jnp.float32)
+        return -jnp.sum(stats["student_logp"] * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return nll
 
 
 class HeldoutNLL:
@@ -44,17 +60,7 @@ class HeldoutNLL:
             return jax.make_array_from_callback(x.shape, shd.batch_sharding(ctx.mesh, x.ndim), lambda idx: x[idx])
         self.batch = {"tokens": put(np.concatenate([p, tg], 1)), "mask": put(np.concatenate([pm, tm], 1)),
                       "target_mask": put(tm * weights[:, None].astype(np.int32))}
-        graphdef, n_target = model.graphdef, lengths.max_completion
-
-        @jax.jit
-        def nll(params, batch):
-            m = nnx.merge(graphdef, params)
-            h = completion_hidden(m, batch["tokens"], batch["mask"], n_target)
-            stats = losses.chunked_token_stats(h, m.head_weights(), batch["tokens"][:, -n_target:], chunk_size=256)
-            mask = batch["target_mask"].astype(jnp.float32)
-            return -jnp.sum(stats["student_logp"] * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-        self._nll = nll
+        self._nll = nll_program(model.graphdef, lengths.max_completion, ctx.mesh)
 
     def __call__(self, params, teacher_params=None) -> dict:
         weights = teacher_params if self.context == "teacher" and teacher_params is not None else params

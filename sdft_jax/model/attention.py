@@ -13,6 +13,7 @@ never used. The decode loop (with a KV cache) always uses xla.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -20,6 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
+_TARGETS: list[str] = []  # platforms being compiled for ahead of time (sdft_jax.aot), innermost last
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+    """Kernels chosen for `platform` ("tpu", "gpu") instead of this machine's: sdft_jax.aot traces on a
+    CPU for a TPU or GPU, where splash must be the Mosaic kernel, not its interpret mode."""
+    _TARGETS.append(platform)
+    try:
+        yield
+    finally:
+        _TARGETS.pop()
+
+
+def target_platform() -> str:
+    return _TARGETS[-1] if _TARGETS else jax.devices()[0].platform
 
 
 def resolve(name: str, compute_dtype: str, platform: str | None = None) -> str:
@@ -33,7 +50,7 @@ def resolve(name: str, compute_dtype: str, platform: str | None = None) -> str:
                          f"got {compute_dtype}")
     if name != "auto":
         return name
-    platform = platform or jax.devices()[0].platform
+    platform = platform or target_platform()
     if platform in ("gpu", "cuda"):
         return "cudnn" if half else "xla"
     return "splash" if platform == "tpu" else "xla"
@@ -70,20 +87,39 @@ def _splash_kernel(groups: int, T: int, interpret: bool):
     mask = sm.MultiHeadMask([sm.CausalMask((T, T)) for _ in range(groups)])
     sizes = sk.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
                           block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
-    return sk.make_splash_mqa_single_device(mask=mask, block_sizes=sizes, interpret=interpret)
+    # Cached across traces: its mask arrays must be constants, not a tracer of the trace that built it.
+    with jax.ensure_compile_time_eval():
+        return sk.make_splash_mqa_single_device(mask=mask, block_sizes=sizes, interpret=interpret)
 
 
 def splash_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, interpret: bool | None = None):
     """Grouped-query attention as one splash MQA kernel per (row, key/value head): the G = N / K
     query heads of a group share its key and value. Left padding via segment ids (pad = 0, real = 1:
     a pad query sees only pad keys, itself among them). The length is padded on the right to a
-    multiple of 128 with pad-segment positions, dropped from the output."""
+    multiple of 128 with pad-segment positions, dropped from the output.
+
+    A Mosaic kernel cannot be partitioned by XLA: under a mesh (step.py traces the step inside
+    `jax.sharding.use_abstract_mesh`) the kernel runs per device in a shard_map, rows over the batch
+    axes and heads over `tensor`, as the activations are sharded anyway."""
+    if interpret is None:
+        interpret = target_platform() != "tpu"
+    segments_BxS = key_valid(mask_BxTxS).astype(jnp.int32)
+    local = functools.partial(_splash_local, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxS)
+    from jax.sharding import PartitionSpec as P
+    rows = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+    heads = "tensor" if "tensor" in mesh.axis_names else None
+    qkv = P(rows, None, heads, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(qkv, qkv, qkv, P(rows, None)), out_specs=qkv,
+                         check_vma=False)(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxS)
+
+
+def _splash_local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxS, interpret: bool):
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     B, T0, N, H = q_BxTxNxH.shape
     K = k_BxSxKxH.shape[2]
-    if interpret is None:
-        interpret = jax.devices()[0].platform != "tpu"
-    segments_BxS = key_valid(mask_BxTxS).astype(jnp.int32)
     T = -(-T0 // LANES) * LANES
     if T != T0:
         pad = [(0, 0), (0, T - T0), (0, 0), (0, 0)]

@@ -147,6 +147,16 @@ def load_tokenizer(path: str):
         return MissingTokenizer(path, " ".join(str(e).split())[:200])
 
 
+def model_config(hf_config: dict, source: str, *, dtype: str = "bfloat16", compute_dtype: str | None = None,
+                 remat: str = "none", scan_layers: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
+                 lora_targets: tuple[str, ...] = (), base_quant: str = "", attention: str = "xla") -> ModelConfig:
+    """The ModelConfig load_pretrained builds from a config.json and its options (no weights read)."""
+    return ModelConfig.from_hf_dict(hf_config, source=source, param_dtype=dtype, dtype=compute_dtype or dtype,
+                                    remat=remat, scan_layers=scan_layers, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                                    lora_targets=tuple(lora_targets) if lora_rank else (), base_quant=base_quant,
+                                    attention=attention)
+
+
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
                     compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
                     rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
@@ -164,11 +174,9 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
     start = time.perf_counter()
     path = local_folder(path)  # a hub id or gs:// path: downloaded / copied once into a local cache
     hf_config = read_hf_config(path)
-    cfg = ModelConfig.from_hf_dict(hf_config, source=os.path.join(path, "config.json"),
-                                   param_dtype=dtype, dtype=compute_dtype or dtype,
-                                   remat=remat, scan_layers=scan_layers, lora_rank=lora_rank,
-                                   lora_alpha=lora_alpha, lora_targets=tuple(lora_targets) if lora_rank else (),
-                                   base_quant=base_quant, attention=attention)
+    cfg = model_config(hf_config, os.path.join(path, "config.json"), dtype=dtype, compute_dtype=compute_dtype,
+                       remat=remat, scan_layers=scan_layers, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                       lora_targets=lora_targets, base_quant=base_quant, attention=attention)
     mesh = mesh or shd.single_device_mesh()
     graphdef, abstract = abstract_model(cfg)
     adapter_sh, base_sh = lora.split_adapters(param_shardings(cfg, mesh, abstract, rules))
