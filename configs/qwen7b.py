@@ -1,7 +1,9 @@
 """Qwen2.5-7B-Instruct, the paper's setting: full fine-tuning, AdamW lr 5e-5 (wd 0), cosine with
 10 warmup steps, 32 prompts per step, EMA teacher alpha 0.01, forward KL, skip 3 tokens,
 rollouts at temperature 1 up to 2048 tokens; bf16 matmuls on fp32 master weights (the paper: bf16
-storage). Mesh: FSDP over every chip of the slice (TPU v5p-8 and up).
+storage). Mesh: FSDP over every chip of the slice (TPU v5p-8 and up). Each micro-batch's prompts
+must divide over the chips: 32 / 8 = 4 fits 4 chips (v5p-8); on v5p-16 (8 chips) add
+--config.batch.micro_batches=4 (`python -m sdft_jax.aot` checks a slice's memory and shapes from a CPU).
 
     python -m sdft_jax.main --config=configs/qwen7b.py:task=science --workdir gs://BUCKET/runs/q7 \
         --config.model.path=/path/to/Qwen2.5-7B-Instruct
