@@ -94,3 +94,12 @@ def test_each_extra_resolves_with_the_ci_pins(extra, wanted):
     assert wanted <= set(got), sorted(got)
     jax_base = next(r for r in device_deps.install_requires() if r.name == "jax")
     assert jax_base.specifier.contains(Version(got["jax"])), got["jax"]
+
+
+def test_ci_script_stops_in_one_line_without_python_3_12(tmp_path):
+    out = subprocess.run(["bash", os.path.join(ROOT, ".ci", "run")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PY312": str(tmp_path / "no-python"), "STACKS": "py312-newest"})
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: .ci/run: no Python 3.12 (tried python3.12 on PATH, /root/.pyenv/versions/3.12.*, "
+        "/usr/bin/python3.12; set PY312=...)"]
