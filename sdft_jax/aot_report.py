@@ -10,7 +10,11 @@ FLOPs per chip over peak x that time: what a perfect implementation of this prog
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+
+from sdft_jax.doc_block import emit
 
 GIB = 2 ** 30
 
@@ -75,3 +79,32 @@ def markdown(header: dict, rows: list[dict]) -> str:
 
 def to_json(header: dict, rows: list[dict]) -> str:
     return json.dumps({**header, "programs": rows}, indent=1)
+
+
+def doc_table(results: list[dict]) -> str:
+    """docs/PERFORMANCE.md's table over several runs' aot.json, one row per compiled program."""
+    lines = ["| config | topology (chips, hosts) | program | compile s | args / temps / peak GiB per chip | fits HBM | "
+             "lower bound s (by) | MFU ceiling |", "|---|---|---|---:|---|---|---:|---:|"]
+    for r in results:
+        for x in r["programs"]:
+            lines.append(
+                f"| `{r['config']}` | {r['topology']} ({r['num_chips']}, {r['hosts']}) | {x['program']} | "
+                f"{x['compile_s']} | {x['arguments'] / GIB:.1f} / {x['temporaries'] / GIB:.1f} / **{x['peak'] / GIB:.1f}** "
+                f"| {'yes' if x['fits'] else '**no**'} of {x['hbm'] / GIB:.0f} | {x['time_lower_bound_s']:.2f} "
+                f"({x['bound_by']}) | {_num(x['mfu_ceiling'], 0.01, '{:.0f}%')} |")
+    versions = sorted({r["versions"] for r in results})
+    return "\n".join(lines + ["", "Versions: " + "; ".join(versions)])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="docs/PERFORMANCE.md's ahead-of-time tables from aot.json files")
+    ap.add_argument("results", nargs="+", help="aot.json files (sdft_jax.aot --out DIR writes DIR/aot.json)")
+    ap.add_argument("--update", default="", help="write into this doc's results block named --block")
+    ap.add_argument("--block", default="aot-tpu")
+    args = ap.parse_args(argv)
+    emit(doc_table([json.load(open(p)) for p in args.results]), args.update, name=args.block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
