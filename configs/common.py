@@ -71,6 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2048,
                                                 num_generations=1, rollout_batches=1))
     c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3))
+    # A resume whose settings alter the run (model, method, loss, teacher, lr, LoRA, data, ...) stops,
+    # naming each `key: old -> new`, unless listed here (comma-separated keys); steps, log.*, eval.*,
+    # checkpoint.* and mesh.* may change freely (noted, and kept in WORKDIR/config.resume-N.json).
+    c.resume = ml_collections.ConfigDict(dict(allow_changes=""))
     c.eval = ml_collections.ConfigDict(dict(every=0, examples=64))
     # Evaluators (sdft_jax/eval/evaluators.py), each run every `every` steps (0 = eval.every) and
     # logged as eval/NAME. demo_nll and teacher_nll read data.eval_split (off while that is ""):

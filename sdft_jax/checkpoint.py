@@ -6,6 +6,7 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sdft_jax.train_state import TrainState
 
@@ -25,6 +26,12 @@ def _from_dict(d: dict, frozen_params=None) -> TrainState:
 
 class CheckpointError(RuntimeError):
     pass
+
+
+def step_folders(directory: str) -> list[int]:
+    """The steps with a folder under `directory` (readable or not), without opening a manager."""
+    d = epath.Path(directory)
+    return [int(p.name) for p in d.iterdir() if p.name.isdigit()] if d.exists() else []
 
 
 class Checkpointer:
@@ -73,12 +80,9 @@ class Checkpointer:
         return None
 
     def _step_folders(self) -> list[int]:
-        from etils import epath
-        d = epath.Path(self.directory)
-        return [int(p.name) for p in d.iterdir() if p.name.isdigit()] if d.exists() else []
+        return step_folders(self.directory)
 
     def _set_aside(self, step: int) -> str:
-        from etils import epath
         target = epath.Path(self.directory + ".corrupt") / str(step)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -16,9 +16,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """What a bad config, data file or workdir raises: reported as one line, never a traceback."""
     from sdft_jax.checkpoint import CheckpointError
     from sdft_jax.resolve import ConfigError
-    from sdft_jax.train import TrainingDiverged
+    from sdft_jax.train import NothingToTrain, TrainingDiverged
     from sdft_jax.workdir_lock import WorkdirBusy
-    return ConfigError, TrainingDiverged, WorkdirBusy, CheckpointError, FileNotFoundError, ValueError
+    return ConfigError, TrainingDiverged, NothingToTrain, WorkdirBusy, CheckpointError, FileNotFoundError, ValueError
 
 
 def quiet_dataset_building() -> None:
@@ -72,8 +72,9 @@ def flag_error(e: BaseException) -> str:
 
 
 def _sigterm_before_training(signum, frame):
-    """SIGTERM before the training loop has anything to save (it installs its own handler)."""
-    print("[sdft_jax] SIGTERM during start-up: nothing to save yet; exiting", file=sys.stderr, flush=True)
+    """SIGTERM or SIGINT before the training loop has anything to save (it installs its own handler)."""
+    print(f"[sdft_jax] {signal.Signals(signum).name} during start-up: nothing to save yet; exiting", file=sys.stderr,
+          flush=True)
     sys.exit(0)
 
 
@@ -81,6 +82,7 @@ def run_cli(main) -> None:
     """absl's app.run(main) with one-line errors for bad flags and a clean exit on an early SIGTERM."""
     from absl import app, flags
     signal.signal(signal.SIGTERM, _sigterm_before_training)
+    signal.signal(signal.SIGINT, _sigterm_before_training)
     try:
         app.run(main)
     except Exception as e:  # noqa: BLE001

@@ -5,19 +5,27 @@
 
 Each point of the grid (the product of the --sweep lists, in order) runs the program its config
 declares (train, continual, demo) in DIR/<key=value,...>/ with its own seed-determined data order and
-rollouts, exactly as `python -m sdft_jax.main` would with those overrides. A point that finished
-is skipped on a rerun; an interrupted one resumes from its checkpoint. Every point's config is
+rollouts, exactly as `python -m sdft_jax.main` would with those overrides. Every point's config is
 resolved before the first one runs, so a bad key or value stops the sweep with one line at once.
-DIR/summary.json and DIR/summary.md hold each point's final metrics (updated after every point).
+
+Each point's outcome - `done`, `diverged at step N`, `failed: <one line>` - is recorded in its folder
+(DIR/<point>/sweep_point.json, written last and atomically, with the point's config) and in
+DIR/summary.json and DIR/summary.md (updated after every point); a diverged or failed point does
+not stop the sweep, and the sweep exits non-zero at the end only if a point failed. On a rerun a
+done or diverged point is skipped, a failed one too unless --retry_failed; an interrupted one
+resumes from its checkpoint. A point whose folder recorded another config (changed base overrides)
+is refused before anything runs, naming the keys, unless --rerun_changed runs it in DIR/<point>@<hash>.
 """
 from __future__ import annotations
 
 import ast
+import hashlib
 import itertools
 import json
 import os
 import sys
 import time
+import traceback
 
 import ml_collections
 from absl import flags
@@ -25,11 +33,12 @@ from ml_collections import config_flags
 
 from sdft_jax.programs import (default_workdir, flag_error, quiet_dataset_building, run_cli, run_program,
                                user_errors)
+from sdft_jax.run_config import changes, describe, plain, recorded
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # configs/ is a package (configs.common) from any cwd
 
-DONE = "sweep_point.json"  # written in a point's folder when it finished
+DONE = "sweep_point.json"  # a point's outcome, written in its folder when it ended (done, diverged, failed)
 # Metrics worth a column when a run returns them (train.run returns the last logged step's metrics).
 SUMMARY_KEYS = ("step", "loss", "forward_kl", "reverse_kl", "student_entropy", "grad_norm")
 
@@ -112,8 +121,8 @@ def _scalars(metrics: dict) -> dict:
 
 
 def write_summary(workdir: str, axes: list[tuple[str, list]], rows: list[dict]) -> None:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(rows, f, indent=2, sort_keys=True)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:  # each point's config stays in its folder
+        json.dump([{k: v for k, v in r.items() if k != "config"} for r in rows], f, indent=2, sort_keys=True)
     keys = [k for k, _ in axes]
     seen = {m for r in rows for m in r.get("metrics", {})}
     metric_cols = [m for m in SUMMARY_KEYS if m in seen] + sorted(m for m in seen if m.startswith("eval/"))
@@ -121,12 +130,13 @@ def write_summary(workdir: str, axes: list[tuple[str, list]], rows: list[dict]) 
     for r in rows:
         m = r.get("metrics", {})
         cells = [str(r["point"][k]) for k in keys] + [f"{m[c]:.4g}" if c in m else "" for c in metric_cols]
-        lines.append("| " + " | ".join(cells + [r["status"]]) + " |")
+        lines.append("| " + " | ".join(cells + [r["status"].replace("|", "\\|")]) + " |")
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def run_sweep(base: ml_collections.ConfigDict, workdir: str, sweep_args: list[str], say=print) -> list[dict]:
+def run_sweep(base: ml_collections.ConfigDict, workdir: str, sweep_args: list[str], say=print, *,
+              retry_failed: bool = False, rerun_changed: bool = False) -> list[dict]:
     if not sweep_args:
         raise SweepError("--sweep: give at least one KEY=[V1,...]")
     axes = [parse_axis(a, base) for a in sweep_args]
@@ -134,42 +144,126 @@ def run_sweep(base: ml_collections.ConfigDict, workdir: str, sweep_args: list[st
         raise SweepError("--sweep: a key is swept twice")
     points = grid(axes)
     check_points(base, points)
+    folders = point_folders(base, points, workdir, rerun_changed)
     os.makedirs(workdir, exist_ok=True)
     say(f"[sweep] {len(points)} points over {', '.join(k for k, _ in axes)} in {workdir}")
     rows = []
-    for i, point in enumerate(points):
-        name = point_name(point)
+    for i, (point, name) in enumerate(zip(points, folders)):
         folder = os.path.join(workdir, name)
-        done = os.path.join(folder, DONE)
-        if os.path.isfile(done):
-            rows.append(json.load(open(done)))
-            say(f"[sweep] {i + 1}/{len(points)} {name}: done before, skipped")
+        before = _outcome(folder)
+        if before and (before["status"] == "done" or before["status"].startswith("diverged") or not retry_failed):
+            rows.append(before)
+            hint = "" if before["status"] == "done" else " (--retry_failed reruns failed points)"
+            say(f"[sweep] {i + 1}/{len(points)} {name}: {before['status']} before, skipped{hint}")
             continue
         say(f"[sweep] {i + 1}/{len(points)} {name}")
+        config = point_config(base, point)
         start = time.perf_counter()
-        metrics = run_program(point_config(base, point), folder) or {}
+        metrics, status = _run_point(config, folder)
         if metrics.get("preempted"):
-            rows.append({"point": point, "status": "preempted", "metrics": _scalars(metrics)})
+            rows.append({"point": point, "folder": name, "status": "preempted", "metrics": _scalars(metrics)})
             write_summary(workdir, axes, rows)
-            say(f"[sweep] stopped by SIGTERM during {name}; rerun the same command to resume")
+            say(f"[sweep] stopped by {metrics.get('signal', 'a signal')} during {name}; rerun the same command to resume")
             return rows
-        row = {"point": point, "status": "done", "metrics": _scalars(metrics),
-               "seconds": round(time.perf_counter() - start, 1)}  # this invocation's share when resumed
-        with open(done, "w") as f:
-            json.dump(row, f, indent=2, sort_keys=True)
+        row = {"point": point, "folder": name, "status": status, "metrics": _scalars(metrics),
+               "seconds": round(time.perf_counter() - start, 1),  # this invocation's share when resumed
+               "config": plain(config)}
+        if status != "done":
+            say(f"[sweep] {i + 1}/{len(points)} {name}: {status}")
+        _write_atomically(os.path.join(folder, DONE), row)
         rows.append(row)
         write_summary(workdir, axes, rows)
     write_summary(workdir, axes, rows)
-    say(f"[sweep] all {len(points)} points done: {os.path.join(workdir, 'summary.md')}")
+    failed = [r for r in rows if r["status"].startswith("failed")]
+    diverged = [r for r in rows if r["status"].startswith("diverged")]
+    say(f"[sweep] {len(points)} points: {len(points) - len(failed) - len(diverged)} done, {len(diverged)} diverged, "
+        f"{len(failed)} failed: {os.path.join(workdir, 'summary.md')}")
     return rows
+
+
+def _run_point(config, folder: str) -> tuple[dict, str]:
+    """-> (final metrics, status). A point that diverges or fails is recorded; the sweep goes on."""
+    from sdft_jax.train import TrainingDiverged
+    try:
+        return run_program(config, folder) or {}, "done"
+    except TrainingDiverged as e:
+        print(f"[sweep] {e}", flush=True)
+        return _last_logged(folder), f"diverged at step {e.step}"
+    except user_errors() as e:
+        return _last_logged(folder), f"failed: {' '.join(str(e).split())}"
+    except Exception as e:  # noqa: BLE001 - a bug in one point must not lose the others; its traceback is shown
+        traceback.print_exc()
+        return _last_logged(folder), f"failed: {type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def point_folders(base, points: list[dict], workdir: str, rerun_changed: bool) -> list[str]:
+    """Each point's folder name. A folder that recorded another config than the point's is refused
+    (before anything runs), or with rerun_changed replaced by NAME@<hash of the config>."""
+    names, refused = [], []
+    for point in points:
+        config = plain(point_config(base, point))
+        name = point_name(point)
+        diff = _recorded_changes(os.path.join(workdir, name), config)
+        if diff and rerun_changed:
+            digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+            name = f"{name}@{digest}"
+            diff = _recorded_changes(os.path.join(workdir, name), config)
+        if diff:
+            refused.append(f"{name} ({describe(diff)})")
+        names.append(name)
+    if refused:
+        raise SweepError(f"sweep points ran before with other settings: {'; '.join(refused)}. Rerun with "
+                         f"--rerun_changed to run them in new folders, or use another --workdir")
+    return names
+
+
+def _recorded_changes(folder: str, config: dict) -> dict:
+    """Keys whose value the folder recorded differently (its outcome's config, else its config.json)."""
+    outcome = _outcome(folder)
+    if outcome and "config" in outcome:
+        return changes(outcome["config"], config)
+    found = recorded(folder) if os.path.isdir(folder) else None
+    return changes(found[1], config) if found else {}
+
+
+def _outcome(folder: str) -> dict | None:
+    path = os.path.join(folder, DONE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _last_logged(folder: str) -> dict:
+    """The last row of a point's metrics.jsonl (a diverged run's last good step), or {}."""
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _write_atomically(path: str, row: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(row, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def _define_flags():
     """Only when run as a program: sdft_jax.compare imports this module under sdft_jax.main's flags."""
-    global _CONFIG, _WORKDIR, _SWEEP
+    global _CONFIG, _WORKDIR, _SWEEP, _RETRY_FAILED, _RERUN_CHANGED
     _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file[:arg]", lock_config=True)
     _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep's folder: one sub-folder per grid point")
     _SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=[V1,V2,...]: a config key and the values it takes")
+    _RETRY_FAILED = flags.DEFINE_boolean("retry_failed", False, "rerun the points that failed before")
+    _RERUN_CHANGED = flags.DEFINE_boolean("rerun_changed", False, "run points whose folder recorded other "
+                                          "settings in a new folder, POINT@<config hash>")
 
 
 def main(argv) -> int:
@@ -185,11 +279,12 @@ def main(argv) -> int:
         print(f"error: {flag_error(e)}", file=sys.stderr)
         return 2
     try:
-        run_sweep(config, _WORKDIR.value or default_workdir(config) + "_sweep", _SWEEP.value)
+        rows = run_sweep(config, _WORKDIR.value or default_workdir(config) + "_sweep", _SWEEP.value,
+                         retry_failed=_RETRY_FAILED.value, rerun_changed=_RERUN_CHANGED.value)
     except (SweepError, *user_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if any(r["status"].startswith("failed") for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from typing import Callable
@@ -23,7 +24,7 @@ from etils import epath
 
 from sdft_jax import sharding as shd
 from sdft_jax.cache import local_copy
-from sdft_jax.checkpoint import Checkpointer
+from sdft_jax.checkpoint import Checkpointer, step_folders
 from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
 from sdft_jax.eval.evaluators import EvalContext, evaluate_all, from_config
 from sdft_jax.generate import stop_token_ids
@@ -33,13 +34,20 @@ from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
 from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
 from sdft_jax.resolve import resolve
+from sdft_jax.run_config import check_resume
 from sdft_jax.step import INPUTS, make_step, phase_step, run_shardings
 from sdft_jax.train_state import init_state, learning_rate_schedule, make_optimizer, state_shardings
 from sdft_jax.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step  # the first step whose metrics were not finite
+
+
+class NothingToTrain(ValueError):
+    """Steps in a row on which no completion token carried loss: the run would export its base."""
 
 
 class WorkdirError(ValueError):
@@ -48,6 +56,8 @@ class WorkdirError(ValueError):
 
 # A step whose metrics break one of these is never logged, evaluated, saved or exported.
 _MUST_BE_FINITE = ("loss", "grad_norm", "update_norm", "param_norm")
+# This many steps in a row (or the whole run, if shorter) without a loss token stop the run.
+_ZERO_LOSS_STEPS = 5
 
 
 @dataclasses.dataclass
@@ -61,17 +71,22 @@ class _Pending:
 
 
 class Preemption:
-    """SIGTERM (TPU preemption) -> finish the current step, save, exit 0."""
+    """SIGTERM (TPU preemption) or SIGINT (Ctrl-C) -> finish the current step, save, exit 0. A second
+    Ctrl-C stops at once (KeyboardInterrupt), for a step that takes too long."""
+    SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.requested = ""  # the name of the signal that asked
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = self.SIGNALS[signum]
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def say(msg: str) -> None:
@@ -88,16 +103,6 @@ def process0_first(name: str, fn: Callable):
     out = fn() if jax.process_index() == 0 else None
     multihost_utils.sync_global_devices(f"sdft_jax:{name}")
     return out if jax.process_index() == 0 else fn()
-
-
-def _write_config(config, workdir) -> None:
-    if jax.process_index() != 0:
-        return
-    path = epath.Path(workdir) / "config.json"
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
-    if path.exists() and path.read_text() != text:
-        say(f"note: {path} differs from this run's config; the new one replaces it")
-    path.write_text(text)
 
 
 def flops_per_step(n_params: int, inputs: dict, method: str, new_tokens: int, generations: int) -> float:
@@ -144,11 +149,14 @@ class _Setup:
 
 
 def _train(config, workdir: str, settings) -> dict:
-    _write_config(config, workdir)
+    # Before anything loads: a resume with other settings would mix two runs.
+    record_changes = check_resume(config, workdir, max(step_folders(os.path.join(workdir, "checkpoints")), default=None),
+                                  say, write=jax.process_index() == 0)
     mesh = shd.make_mesh(*settings.mesh_shape)
     say(f"mesh data={settings.mesh_shape[0]} fsdp={settings.mesh_shape[1]} tensor={settings.mesh_shape[2]} "
         f"on {jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)")
     s = _setup(config, workdir, settings, mesh)
+    record_changes()
     try:
         return _loop(config, workdir, settings, mesh, s)
     finally:
@@ -257,6 +265,7 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
     method, state, ckpt = settings.step.method, s.state, s.ckpt
     preempt = Preemption()
     clock = {"last": time.perf_counter()}  # when the previous step's metrics arrived
+    no_loss = []  # the latest steps in a row without a loss token
 
     def complete(p: _Pending) -> dict:
         """Waits for a dispatched step, checks its loss and adds throughput figures."""
@@ -264,9 +273,18 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
         now = time.perf_counter()
         bad = [f"{k} is {metrics[k]}" for k in _MUST_BE_FINITE if k in metrics and not math.isfinite(metrics[k])]
         if bad:
+            good = ckpt.latest_step()
             raise TrainingDiverged(
                 f"step {p.step}: {', '.join(bad)} (loss {metrics['loss']}, grad_norm {metrics.get('grad_norm')}); "
-                f"stopping without saving. The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
+                f"stopping without saving. " + (f"The last good checkpoint is step {good} in {ckpt.directory}"
+                                                if good is not None else "No checkpoint was saved before it "
+                                                f"(checkpoint.every={config.checkpoint.every})"), p.step)
+        no_loss[:] = no_loss + [p.step] if metrics.get("loss_tokens", 1) == 0 else []
+        if len(no_loss) >= min(_ZERO_LOSS_STEPS, config.steps):
+            raise NothingToTrain(
+                f"steps {no_loss[0]}-{no_loss[-1]}: no completion token carried loss (loss_tokens 0), so nothing "
+                f"trains; every completion ended within loss.skip_first_tokens={config.loss.skip_first_tokens} "
+                f"tokens (see sampling.max_new_tokens and the model's stop tokens)")
         seconds = now - clock["last"]
         clock["last"] = now
         metrics.update(time_step=seconds, tokens_per_s=metrics["completion_tokens"] / seconds,
@@ -314,15 +332,23 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
                 ckpt.save(done, state, {"data": s.batcher.get_state(), "step": done})
             clock["last"] = time.perf_counter()  # evaluation and saving are not step time
             if stopping:
-                say(f"SIGTERM: saved checkpoint at step {done}; exiting")
+                say(f"{stopping}: saved checkpoint at step {done}; exiting")
                 ckpt.close()
-                return {"preempted": True, "step": done, **last}
+                return {"preempted": True, "signal": stopping, "step": done, **last}
         ckpt.wait()
+        if not last:  # no step ran: the run had ended before (killed while exporting); its logged results
+            last = _logged_metrics(workdir, int(state.step))
         export = _export(workdir, state.student_weights(), s.model, config.model.path)
         say(f"done: {config.steps} steps; student exported to {export}")
         return {"step": int(state.step), **last}
     finally:
         preempt.restore()
+
+
+def _logged_metrics(workdir: str, step: int) -> dict:
+    path = epath.Path(workdir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return next(({k: v for k, v in r.items() if k != "step"} for r in reversed(rows) if r.get("step") == step), {})
 
 
 def _due(every: int, done: int, steps: int) -> bool:
@@ -353,8 +379,13 @@ def _export(workdir: str, params, model, model_path: str) -> str:
                    "export_adapter": lambda d: save_peft_adapter(d, params, model.config, model_path)}
     for name, write in folders.items():
         target = epath.Path(workdir) / name
-        if "://" not in workdir:
-            write(str(target))
+        if "://" not in workdir:  # whole or absent: written beside it, then renamed
+            partial = f"{target}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            write(partial)
+            if jax.process_index() == 0:
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(partial, target)
             continue
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:

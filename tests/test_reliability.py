@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sdft_jax.checkpoint import CheckpointError
+from sdft_jax.run_config import ConfigChanged
 from sdft_jax.train import TrainingDiverged, run
 from sdft_jax.workdir_lock import WorkdirBusy, WorkdirLock
 from tests.test_train import _metrics, _tiny
@@ -172,3 +173,84 @@ def test_memory_check_reads_the_compiled_programs_needs():
         memory_check.check_fits("outer", f, x, free=(extra // 2, "test memory"))
     free = memory_check.free_bytes()
     assert free is not None and free[0] > 0  # Linux CPU: MemAvailable
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path):
+    """Before: "the last good checkpoint is step None"."""
+    c = _tiny(steps=4, **{"optim.lr": 1e30, "checkpoint.every": 100, "eval.every": 0, "log.samples_every": 0})
+    with pytest.raises(TrainingDiverged, match=r"stopping without saving. No checkpoint was saved before it "
+                                                r"\(checkpoint.every=100\)$"):
+        run(c, str(tmp_path / "w"))
+
+
+@pytest.mark.parametrize("changes,named", [
+    ({"optim.lr": 1e-4}, "optim.lr: 0.001 -> 0.0001"),
+    ({"method": "sft", "loss.skip_first_tokens": 2}, "loss.skip_first_tokens: 3 -> 2, method: sdft -> sft"),
+    ({"model.lora.rank": 4}, "model.lora.rank: 0 -> 4"),
+])
+def test_resume_with_settings_that_change_the_run_stops_naming_each_key(finished_run, tmp_path, changes, named):
+    """Before: rc 0 and a note naming no key; config.json was overwritten (also by a resume that then
+    failed in orbax: LoRA rank)."""
+    workdir = str(tmp_path / "w")
+    shutil.copytree(finished_run, workdir)
+    original = open(os.path.join(workdir, "config.json")).read()
+    t0 = time.time()
+    with pytest.raises(ConfigChanged) as err:
+        run(_tiny(steps=8, **{"log.samples_every": 0}, **changes), workdir)
+    assert time.time() - t0 < 20  # before the model loads or anything compiles
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{workdir}/config.json: this workdir's run (checkpoint step 6) "
+                                                       f"has other settings: {named}; resuming would mix two runs")
+    assert message.endswith(f"--config.resume.allow_changes={','.join(sorted(changes))} to continue it with them")
+    assert "steps" not in message.split("settings: ")[1].split(";")[0]  # 6 -> 8 is allowed
+    assert open(os.path.join(workdir, "config.json")).read() == original
+    assert [r["step"] for r in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_allowed_changes_keeps_the_first_config_and_records_the_new_one(finished_run, tmp_path, capsys):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(finished_run, workdir)
+    original = open(os.path.join(workdir, "config.json")).read()
+    run(_tiny(steps=7, **{"log.samples_every": 0, "optim.lr": 5e-4, "eval.every": 0,
+                          "resume.allow_changes": "optim.lr"}), workdir)
+    out = capsys.readouterr().out
+    assert "note: resumed with changed settings (eval.every: 3 -> 0, optim.lr: 0.001 -> 0.0005, steps: 6 -> 7); " in out
+    assert open(os.path.join(workdir, "config.json")).read() == original
+    resumed = json.load(open(os.path.join(workdir, "config.resume-1.json")))
+    assert (resumed["optim"]["lr"], resumed["steps"]) == (5e-4, 7)
+    assert [r["step"] for r in _metrics(workdir)] == [1, 2, 3, 4, 5, 6, 7]
+    run(_tiny(steps=7, **{"log.samples_every": 0, "optim.lr": 5e-4, "eval.every": 0,
+                          "resume.allow_changes": "optim.lr"}), workdir)  # the same again: compared with resume-1
+    assert not os.path.exists(os.path.join(workdir, "config.resume-2.json"))
+
+
+def test_steps_below_the_checkpoint_is_one_line_and_exports_nothing(finished_run, tmp_path):
+    """Before: "done: 3 steps" and the step-6 model exported again."""
+    workdir = str(tmp_path / "w")
+    shutil.copytree(finished_run, workdir)
+    shutil.rmtree(os.path.join(workdir, "export"))
+    with pytest.raises(ConfigChanged, match=r"^steps: 3 is below the step of the checkpoint in .*/checkpoints \(6\); "
+                                            r"this run would export that step-6 model"):
+        run(_tiny(steps=3, **{"log.samples_every": 0}), workdir)
+    assert not os.path.exists(os.path.join(workdir, "export"))
+
+
+def test_sigint_saves_and_exits_0_in_one_line(tmp_path):
+    """Before: a 63-line KeyboardInterrupt traceback, rc -2, every step since the last checkpoint lost."""
+    from tests.test_train import _env, _main_cmd
+    workdir = str(tmp_path / "w")
+    proc = subprocess.Popen(_main_cmd(workdir, "--config.steps=200", "--config.checkpoint.every=1000",
+                                      "--config.eval.every=0", "--config.log.samples_every=0"),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # the progress line of step 2: training is under way, nothing saved yet
+        if line.startswith("[") and " 2/200 " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    saved = [line for line in out.splitlines() if "SIGINT" in line]
+    assert len(saved) == 1 and saved[0].startswith("[sdft_jax] SIGINT: saved checkpoint at step "), out[-3000:]
+    step = int(saved[0].split("step ")[1].split(";")[0])
+    assert step >= 2 and os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
+    assert _metrics(workdir)[-1]["step"] == step
