@@ -5,14 +5,19 @@
     source["train"][i] -> {task, id, system, prompt, demonstration, answer, raw}
 
 Files come from a local path (TFDS `manual_dir`); with network, `url=` downloads one public
-file first. Splits: files whose name contains `test`/`eval` -> test, `val` -> validation,
-anything else -> train; a task with only unsplit rows (raw SciKnowEval) is split 75/5/20
-deterministically by example id.
+file first. Splits by the words of a file's name (whole words: `latest_train` is train,
+`interval` names no split): `test` / `eval` -> test, `val` / `valid` / `validation` ->
+validation, anything else -> train. A folder of files none of which names a split (raw
+SciKnowEval) is split 75/5/20 deterministically by example id, with a note; a single file is
+never split. Example ids name a file by its path below the data folder.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,15 +28,12 @@ TEXT_FIELDS = ("task", "id", "system", "prompt", "demonstration", "answer", "raw
 RAW_SPLIT = {"train": 0.75, "validation": 0.05, "test": 0.20}
 
 
+SPLIT_WORDS = {"test": ("test", "eval"), "validation": ("val", "valid", "validation"), "train": ("train",)}
+
+
 def _split_of(filename: str) -> str | None:
-    name = os.path.basename(filename).lower()
-    if "test" in name or "eval" in name:
-        return "test"
-    if "val" in name:
-        return "validation"
-    if "train" in name:
-        return "train"
-    return None
+    words = set(re.findall(r"[a-z]+", os.path.basename(filename).lower().removesuffix(".jsonl").removesuffix(".json")))
+    return next((split for split, names in SPLIT_WORDS.items() if words & set(names)), None)
 
 
 class _SDFTBuilder(tfds.core.GeneratorBasedBuilder):
@@ -56,9 +58,8 @@ class _SDFTBuilder(tfds.core.GeneratorBasedBuilder):
         by_split: dict[str, list] = {}
         unsplit: list = []
         for f in records.data_files(source):
-            rows = (list(records.read_science(f, skipped)) if self.TASK == "science"
-                    else list(records.READERS[self.TASK](f)))
-            split = _split_of(f)
+            rows = records.read_file(self.TASK, f, source, skipped)
+            split = _split_of(f) or ("train" if os.path.isfile(source) else None)
             (by_split.setdefault(split, []) if split else unsplit).extend(rows)
         if not unsplit and not any(by_split.values()):
             raise records.DataError(f"{source}: no rows (the {self.TASK} data file{'s are' if os.path.isdir(source) else ' is'} "
@@ -67,8 +68,10 @@ class _SDFTBuilder(tfds.core.GeneratorBasedBuilder):
             if by_split:  # named files present: unnamed ones are training data
                 by_split.setdefault("train", []).extend(unsplit)
             else:
-                for name, rows in records.deterministic_split(unsplit, RAW_SPLIT).items():
-                    by_split[name] = rows
+                by_split = records.deterministic_split(unsplit, RAW_SPLIT)
+                print(f"[sdft_jax] data: no file under {source} names a split (train / val / test); its "
+                      f"{len(unsplit)} rows are split {', '.join(f'{k} {len(v)}' for k, v in by_split.items())} "
+                      f"by example id", flush=True)
         self._skipped = skipped
         return {name: self._generate_examples(rows) for name, rows in by_split.items() if rows}
 
@@ -135,16 +138,37 @@ def prepare(task: str, path: str | None, data_dir: str, url: str | None = None) 
     else:
         key = json.dumps([task, url])
     sub = os.path.join(data_dir, hashlib.sha1(key.encode()).hexdigest()[:10])
-    builder = cls(data_dir=sub, file_format="array_record")
-    builder.URL, builder.SOURCE = url, path
-    if not builder.data_path.exists() or not (builder.data_path / "dataset_info.json").exists():
-        if path is not None and _prepared_before(data_dir, task, path):
-            print(f"[sdft_jax] data: {path} changed since it was last prepared (size or mtime); rebuilding "
-                  f"into {sub}", flush=True)
-        builder.download_and_prepare()
-        with open(os.path.join(sub, "source.json"), "w") as f:
-            json.dump({"task": task, "path": path, "url": url, "skipped": getattr(builder, "_skipped", {})}, f)
+    with _preparing(sub):  # another run sharing data_dir may be building the same files
+        builder = cls(data_dir=sub, file_format="array_record")
+        builder.URL, builder.SOURCE = url, path
+        if not builder.data_path.exists() or not (builder.data_path / "dataset_info.json").exists():
+            if path is not None and _prepared_before(data_dir, task, path):
+                print(f"[sdft_jax] data: {path} changed since it was last prepared (size or mtime); rebuilding "
+                      f"into {sub}", flush=True)
+            builder.download_and_prepare()
+            with open(os.path.join(sub, "source.json"), "w") as f:
+                json.dump({"task": task, "path": path, "url": url, "skipped": getattr(builder, "_skipped", {})}, f)
     return {name: DataSource(src) for name, src in builder.as_data_source().items()}
+
+
+@contextlib.contextmanager
+def _preparing(sub: str):
+    """An exclusive flock on SUB.lock while the files are checked and built: a second run sharing
+    data_dir waits, then reuses them (it used to crash with FileExistsError). None on gs://."""
+    if "://" in sub:
+        yield
+        return
+    os.makedirs(os.path.dirname(sub) or ".", exist_ok=True)
+    with open(f"{sub}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[sdft_jax] data: another process is preparing {sub}; waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _prepared_before(data_dir: str, task: str, path: str) -> bool:

@@ -73,9 +73,9 @@ def read_rows(path: str) -> Iterator[tuple[int | None, dict]]:
             yield i, row
 
 
-def _example(task, path, line, prompt, demonstration, answer="", system="", raw=None) -> Example:
-    stem = os.path.basename(path)
-    return {"task": task, "id": f"{task}/{stem}/{line}", "system": system or "", "prompt": prompt,
+def _example(task, name, line, prompt, demonstration, answer="", system="", raw=None) -> Example:
+    """`name`: the file as the id names it (its path below the data folder, or its basename)."""
+    return {"task": task, "id": f"{task}/{name}/{line}", "system": system or "", "prompt": prompt,
             "demonstration": demonstration, "answer": answer or "",
             "raw": json.dumps(raw, ensure_ascii=False, sort_keys=True)}
 
@@ -120,9 +120,10 @@ TOOLUSE_INSTRUCTIONS = (
     "realistic and from the user.\n\nBegin!\nQuestion: {instruction}")
 
 
-def read_tooluse(path: str) -> Iterator[Example]:
+def read_tooluse(path: str, name: str | None = None) -> Iterator[Example]:
     """SDFT release rows (`prompt`, `golden_answer` or `golden_response`) or original ToolAlpaca
     files (`Name`, `NLDocumentation`, `Instructions`, `Golden_Answers`)."""
+    name = name or os.path.basename(path)
     for line, row in read_rows(path):
         if "Instructions" in row:  # original ToolAlpaca: one API, several instructions
             instructions = _field(row, "Instructions", path, line, (list,))
@@ -135,7 +136,7 @@ def read_tooluse(path: str) -> Iterator[Example]:
                     name=_field(row, "Name", path, line), description=row.get("Description", ""),
                     documentation=_field(row, "NLDocumentation", path, line), instruction=instruction)
                 raw = {"instruction": instruction, "golden_answer": golden, "name": row["Name"]}
-                ex = _example("tooluse", path, f"{line}.{j}", prompt, react_demonstration(golden, path, line),
+                ex = _example("tooluse", name, f"{line}.{j}", prompt, react_demonstration(golden, path, line),
                               raw=raw)
                 yield ex
             continue
@@ -145,7 +146,7 @@ def read_tooluse(path: str) -> Iterator[Example]:
             demo = "\n".join(response) if isinstance(response, list) else response
         else:
             demo = react_demonstration(_field(row, "golden_answer", path, line, (list,)), path, line)
-        yield _example("tooluse", path, line, prompt, demo, raw=row)
+        yield _example("tooluse", name, line, prompt, demo, raw=row)
 
 
 # ----------------------------------------------------------------------------- science
@@ -161,9 +162,10 @@ def science_answer_block(letter: str, reasoning: str | None = None) -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n{body}" if reasoning else body
 
 
-def read_science(path: str, skipped: dict | None = None) -> Iterator[Example]:
+def read_science(path: str, skipped: dict | None = None, name: str | None = None) -> Iterator[Example]:
     """SDFT release rows (chat `prompt` or `messages`, `answer`, optional `output_text`) or raw
     SciKnowEval rows (`question`, `choices`, `answerKey`; non-MCQ rows are skipped and counted)."""
+    name = name or os.path.basename(path)
     for line, row in read_rows(path):
         if "question" in row and "choices" in row:
             if not str(row.get("type", "mcq")).startswith("mcq") or not row.get("answerKey"):
@@ -177,7 +179,7 @@ def read_science(path: str, skipped: dict | None = None) -> Iterator[Example]:
             options = "\n".join(f"{l}: {t}" for l, t in zip(labels, texts))
             prompt = f"{_field(row, 'question', path, line)}\n\n{options}"
             key = _field(row, "answerKey", path, line)
-            yield _example("science", path, line, prompt, science_answer_block(key), key, SCIENCE_SYSTEM, row)
+            yield _example("science", name, line, prompt, science_answer_block(key), key, SCIENCE_SYSTEM, row)
             continue
         messages = row.get("messages", row.get("prompt"))
         if messages is None:
@@ -185,12 +187,13 @@ def read_science(path: str, skipped: dict | None = None) -> Iterator[Example]:
         system, user = (("", messages) if isinstance(messages, str) else _split_chat(messages, path, line))
         answer = _field(row, "answer", path, line, required="output_text" not in row) or ""
         demo = row.get("output_text") or science_answer_block(answer)
-        yield _example("science", path, line, user, demo, answer, system, row)
+        yield _example("science", name, line, user, demo, answer, system, row)
 
 
 # ----------------------------------------------------------------------------- medical
-def read_medical(path: str) -> Iterator[Example]:
+def read_medical(path: str, name: str | None = None) -> Iterator[Example]:
     """HuatuoGPT-o1 rows: demonstration = Complex_CoT + Response; answer = Ground-True Answer."""
+    name = name or os.path.basename(path)
     for line, row in read_rows(path):
         question = row.get("Question") or row.get("Open-ended Verifiable Question")
         if not isinstance(question, str) or not question:
@@ -198,32 +201,35 @@ def read_medical(path: str) -> Iterator[Example]:
         cot = _field(row, "Complex_CoT", path, line)
         response = _field(row, "Response", path, line)
         answer = row.get("Ground-True Answer") or row.get("answer") or ""
-        yield _example("medical", path, line, question, f"{cot}\n\n{response}", answer, raw=row)
+        yield _example("medical", name, line, question, f"{cot}\n\n{response}", answer, raw=row)
 
 
 # ----------------------------------------------------------------------------- knowledge
-def read_knowledge(path: str) -> Iterator[Example]:
+def read_knowledge(path: str, name: str | None = None) -> Iterator[Example]:
     """Knowledge-acquisition QA rows: `question`, `answer`, `article` (source text), optional
     `title`. Teacher context = the paper's "text and answers": article text, then the answer."""
+    name = name or os.path.basename(path)
     for line, row in read_rows(path):
         question = _field(row, "question", path, line)
         answer = _field(row, "answer", path, line)
         article = _field(row, "article", path, line)
         title = row.get("title")
         text = f"{title}\n\n{article}" if title else article
-        yield _example("knowledge", path, line, question, f"{text}\n\nAnswer: {answer}", answer, raw=row)
+        yield _example("knowledge", name, line, question, f"{text}\n\nAnswer: {answer}", answer, raw=row)
 
 
 # ----------------------------------------------------------------------------- generic
-def read_demonstrations(path: str) -> Iterator[Example]:
-    """Generic JSONL: `prompt` (string or chat messages), `demonstration`, optional `answer`, `system`."""
+def read_demonstrations(path: str, name: str | None = None) -> Iterator[Example]:
+    """Generic JSONL: `prompt` (string or chat messages), `demonstration`, optional `answer`, `system`, `task`."""
+    name = name or os.path.basename(path)
     for line, row in read_rows(path):
         prompt = _field(row, "prompt", path, line, (str, list))
         system, user = ("", prompt) if isinstance(prompt, str) else _split_chat(prompt, path, line)
         system = _field(row, "system", path, line, required=False) or system
         demo = _field(row, "demonstration", path, line)
         answer = _field(row, "answer", path, line, (str, int, float), required=False)
-        yield _example(row.get("task", "demonstrations"), path, line, user, demo,
+        task = _field(row, "task", path, line, required=False) or "demonstrations"
+        yield _example(task, name, line, user, demo,
                        "" if answer is None else str(answer), system, row)
 
 
@@ -246,12 +252,33 @@ def data_files(path: str) -> list[str]:
     return files
 
 
+def read_file(task: str, path: str, root: str, skipped: dict | None = None) -> list[Example]:
+    """One file's examples. Ids name the file by its path below `root` (the data folder; a file's
+    basename when `root` is the file), so two files with one basename in two folders stay apart.
+    Rows whose prompt or demonstration is empty (or only whitespace) are skipped, counted and noted."""
+    name = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
+    rows = read_science(path, skipped, name) if task == "science" else READERS[task](path, name)
+    kept, empty = [], {}
+    for ex in rows:
+        blank = [k for k in ("prompt", "demonstration") if not ex[k].strip()]
+        if blank:
+            empty.setdefault(blank[0], []).append(ex["id"].rsplit("/", 1)[1])
+        else:
+            kept.append(ex)
+    for field, lines in empty.items():
+        if skipped is not None:
+            skipped[f"empty_{field}"] = skipped.get(f"empty_{field}", 0) + len(lines)
+        shown = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+        print(f"[sdft_jax] data: {path}: skipped {len(lines)} row(s) with an empty {field} (line {shown})", flush=True)
+    return kept
+
+
 def read_task(task: str, path: str, skipped: dict | None = None) -> list[Example]:
     if task not in READERS:
         raise ValueError(f"data.task={task!r}; expected one of {sorted(READERS)}")
     out: list[Example] = []
     for f in data_files(path):
-        out.extend(read_science(f, skipped) if task == "science" else READERS[task](f))
+        out.extend(read_file(task, f, path, skipped))
     return out
 
 

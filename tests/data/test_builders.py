@@ -1,4 +1,5 @@
 """TFDS builders over the real files in ../shared/data and over rows written in the test."""
+import glob
 import json
 import os
 import subprocess
@@ -125,3 +126,69 @@ def test_non_utf8_bytes_and_empty_file_name_the_file(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty.jsonl: no rows \(the demonstrations data file is empty\)"):
         prepare("demonstrations", str(empty), str(tmp_path / "tfds"))
+
+
+def _demos(n, start=0):
+    return [{"prompt": f"p{i}", "demonstration": f"d{i}"} for i in range(start, start + n)]
+
+
+def test_a_file_naming_no_split_goes_to_train_whole_and_split_words_are_whole_words(tmp_path):
+    """Before: demos.jsonl (64 rows) was split 48/2/14 and trained on 48; latest_train.jsonl went to
+    test ("test" in "latest"), interval.jsonl to validation ("val")."""
+    for name in ("demos.jsonl", "latest_train.jsonl", "interval.jsonl"):
+        path = _write_jsonl(tmp_path / name, _demos(64))
+        source = prepare("demonstrations", path, str(tmp_path / "tfds"))
+        assert {k: len(v) for k, v in source.items()} == {"train": 64}, name
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, n in (("my_val.jsonl", 3), ("contest_eval.jsonl", 4), ("latest.jsonl", 5)):
+        _write_jsonl(folder / name, _demos(n))
+    (folder / "intervals-test1.json").write_text(json.dumps(_demos(6)))
+    source = prepare("demonstrations", str(folder), str(tmp_path / "tfds"))
+    assert {k: len(v) for k, v in source.items()} == {"validation": 3, "test": 4 + 6, "train": 5}
+
+
+def test_same_basename_in_two_folders_keeps_both(tmp_path):
+    """Before: a/train.jsonl and b/train.jsonl gave the same example ids; TFDS raised
+    DuplicatedKeysError (a 145-line traceback ending "No module named 'tensorflow'")."""
+    for sub, start in (("a", 0), ("b", 10)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        _write_jsonl(tmp_path / "data" / sub / "train.jsonl", _demos(4, start))
+    source = prepare("demonstrations", str(tmp_path / "data"), str(tmp_path / "tfds"))
+    rows = list(source["train"])
+    assert sorted(r["prompt"] for r in rows) == sorted(f"p{i}" for i in (0, 1, 2, 3, 10, 11, 12, 13))
+    assert {r["id"] for r in rows} >= {"demonstrations/a/train.jsonl/1", "demonstrations/b/train.jsonl/1"}
+
+
+def test_a_field_of_the_wrong_type_names_file_line_and_field(tmp_path):
+    """Before: "task": 5 gave an 87-line TypeError inside TFDS."""
+    path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "a", "demonstration": "b"},
+                                                  {"prompt": "a", "demonstration": "b", "task": 5}])
+    with pytest.raises(DataError, match=r"^.*mine.jsonl:2: field 'task' must be str, got int$"):
+        prepare("demonstrations", path, str(tmp_path / "tfds"))
+
+
+def test_empty_prompts_and_demonstrations_are_counted_skipped_and_noted(tmp_path, capsys):
+    rows = _demos(3) + [{"prompt": "  \n", "demonstration": "d"}, {"prompt": "p", "demonstration": ""},
+                        {"prompt": [{"role": "user", "content": " "}], "demonstration": "d"}]
+    path = _write_jsonl(tmp_path / "train.jsonl", rows)
+    source = prepare("demonstrations", path, str(tmp_path / "tfds"))
+    assert sorted(r["prompt"] for r in source["train"]) == ["p0", "p1", "p2"]
+    out = capsys.readouterr().out
+    assert f"data: {path}: skipped 2 row(s) with an empty prompt (line 4, 6)" in out
+    assert f"data: {path}: skipped 1 row(s) with an empty demonstration (line 5)" in out
+    meta = json.load(open(glob.glob(str(tmp_path / "tfds" / "*" / "source.json"))[0]))
+    assert meta["skipped"] == {"empty_prompt": 2, "empty_demonstration": 1}
+
+
+def test_two_runs_sharing_a_data_dir_prepare_it_once(tmp_path):
+    """Before: the second of two runs preparing the same files in one data.data_dir at once crashed
+    with FileExistsError (TFDS renames its finished folder into place)."""
+    path = _write_jsonl(tmp_path / "train.jsonl", _demos(3000))
+    code = ("import sys; from sdft_jax.data import prepare; "
+            "print(len(prepare('demonstrations', sys.argv[1], sys.argv[2])['train']))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, path, str(tmp_path / "tfds")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert [o[0].strip().splitlines()[-1] for o in outs] == ["3000", "3000"]
