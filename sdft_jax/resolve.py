@@ -97,6 +97,13 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
           f"must each be divisible by the data-parallel mesh size data*fsdp={dp}")
     _need(G % num_processes == 0, "batch.prompts_per_step", f"{G} is not divisible by {num_processes} processes")
     _need(c.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {c.checkpoint.every}")
+    _need(c.log.every >= 1, "log.every", f"must be >= 1 (log every N steps), got {c.log.every}")
+    _need(c.log.samples_every >= 0, "log.samples_every", f"must be >= 0 (0 = off), got {c.log.samples_every}")
+    skip, new = c.loss.skip_first_tokens, c.sampling.max_new_tokens
+    _need(skip >= 0, "loss.skip_first_tokens", f"must be >= 0, got {skip}")
+    _need(c.method != "sdft" or new > skip, "loss.skip_first_tokens",
+          f"{skip} >= sampling.max_new_tokens={new}: no completion token could carry SDFT loss (the first {skip} "
+          f"of each completion are skipped), so the run would train nothing")
     _need(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
     _need(c.eval.every >= 0, "eval.every", f"must be >= 0, got {c.eval.every}")
     for name, spec in (c.get("evals") or {}).items():

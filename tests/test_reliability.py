@@ -117,6 +117,7 @@ def test_no_readable_checkpoint_names_the_folder(finished_run, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--config.optim.lrr=1"], "error: --config.optim.lrr: unknown config key (did you mean 'lr'?)"),
+    (["--config.log.every=0"], "error: log.every: must be >= 1"),  # before: ZeroDivisionError after compiling
     (["--config=configs/nope.py"], "error: --config=configs/nope.py: cannot load the config file"),
     (["--workdir={file}/sub"], "error: --workdir {file}/sub: cannot write there (Not a directory)"),
 ])
@@ -254,3 +255,20 @@ def test_sigint_saves_and_exits_0_in_one_line(tmp_path):
     step = int(saved[0].split("step ")[1].split(";")[0])
     assert step >= 2 and os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
     assert _metrics(workdir)[-1]["step"] == step
+
+
+def test_steps_on_which_no_token_carries_loss_stop_the_run(tmp_path):
+    """A model whose every token is a stop token (generation_config.json lists them all): each rollout
+    ends at its first token, within loss.skip_first_tokens. Before: loss_tokens 0 and a zero update on
+    every step, the run ended "done" and exported the base."""
+    from sdft_jax.train import NothingToTrain
+    model = str(tmp_path / "model")
+    shutil.copytree(_tiny().model.path, model)
+    vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
+    with open(os.path.join(model, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": list(range(vocab)), "pad_token_id": 256}, f)
+    workdir = str(tmp_path / "w")
+    with pytest.raises(NothingToTrain, match=r"^steps 1-5: no completion token carried loss \(loss_tokens 0\)"):
+        run(_tiny(**{"model.path": model, "eval.every": 0, "log.samples_every": 0}), workdir)
+    assert [r["loss_tokens"] for r in _metrics(workdir)] == [0.0] * 4
+    assert not os.path.exists(os.path.join(workdir, "export"))

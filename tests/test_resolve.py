@@ -50,6 +50,10 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
      "model.lora.targets: qkv is not a projection; choose among q,k,v,o,gate,up,down"),
     ({"model.lora.rank": 8, "model.lora.base_dtype": "fp8"}, "model.lora.base_dtype: must be one of"),
     ({"model.lora.rank": -1}, "model.lora.rank: must be >= 0"),
+    # Before: loss_tokens 0, gradient 0 on every step, the run ended "done" and exported the base.
+    ({"sampling.max_new_tokens": 3}, "loss.skip_first_tokens: 3 >= sampling.max_new_tokens=3: no completion token "
+                                     "could carry SDFT loss"),
+    ({"log.every": 0}, "log.every: must be >= 1"),  # before: ZeroDivisionError after compiling
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
