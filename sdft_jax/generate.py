@@ -24,6 +24,20 @@ def stop_token_ids(path: str, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def model_folder(path: str) -> str:
+    """`--model` as given, or for a run's workdir its `export/`; a LoRA adapter folder is refused."""
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        merged = os.path.join(os.path.dirname(os.path.abspath(path)), "export")
+        hint = f"; the merged model is {merged}" if os.path.isfile(os.path.join(merged, "config.json")) else ""
+        raise ValueError(f"--model {path}: a LoRA adapter (PEFT format), not a model{hint}")
+    has_weights = any(os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
+    if not has_weights and os.path.isfile(os.path.join(path, "export", "config.json")):
+        print(f"[sdft_jax] --model {path} is a run's workdir: using its export, {os.path.join(path, 'export')}",
+              file=sys.stderr, flush=True)
+        return os.path.join(path, "export")
+    return path
+
+
 def encode_prompt(tokenizer, text: str, chat: bool, system: str | None = None) -> list[int]:
     if not chat:
         return tokenizer(text).input_ids
@@ -47,6 +61,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     args = ap.parse_args(argv)
+    try:
+        args.model = model_folder(args.model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     import jax
     import jax.numpy as jnp

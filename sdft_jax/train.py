@@ -203,6 +203,9 @@ def _load_model(config, settings, mesh):
             "weights (docs/PERFORMANCE.md, 'Precision')")
     say(f"model {config.model.path}: {model.config.arch}, {n_params / 1e6:.1f}M parameters, loaded in "
         f"{model.load_seconds:.1f}s")
+    if lora_cfg.rank and lora_cfg.base_dtype == "bfloat16" and config.model.dtype == "float32":
+        say("note: with LoRA the frozen base is stored in model.lora.base_dtype=bfloat16, not model.dtype=float32, "
+            "so the forwards and the merged export are bfloat16 too; model.lora.base_dtype=float32 keeps them fp32")
     if not model.config.lora_rank:
         return model, model.params, None
     trainable, frozen = split_adapters(model.params)

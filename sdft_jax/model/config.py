@@ -140,7 +140,13 @@ def read_hf_config(path: str) -> dict[str, Any]:
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no config.json; is {path!r} a Hugging Face model folder?")
     with open(config_path) as f:
-        return json.load(f)
+        try:
+            hf = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ModelConfigError(f"{config_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(hf, dict):
+        raise ModelConfigError(f"{config_path}: expected a JSON object, got {type(hf).__name__}")
+    return hf
 
 
 def _rope_from_hf(hf: dict[str, Any], source: str) -> tuple[float, tuple | None]:

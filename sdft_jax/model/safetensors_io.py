@@ -30,8 +30,17 @@ def read_header(path: str) -> tuple[dict, int]:
         if len(raw) != 8:
             raise CheckpointFormatError(f"{path}: not a safetensors file (truncated header)")
         (n,) = struct.unpack("<Q", raw)
-        header = json.loads(f.read(n))
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointFormatError(f"{path}: not a safetensors file, or truncated (its header does not "
+                                        f"read as JSON)") from None
     header.pop("__metadata__", None)
+    need = 8 + n + max((info["data_offsets"][1] for info in header.values()), default=0)
+    size = os.path.getsize(path)
+    if size < need:
+        raise CheckpointFormatError(f"{path}: truncated: {size} bytes, its header describes {need} (an interrupted "
+                                    f"download or copy?)")
     return header, 8 + n
 
 

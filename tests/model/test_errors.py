@@ -74,3 +74,35 @@ def test_folder_without_tokenizer_loads_and_names_the_folder_on_use(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{path}: no usable tokenizer"):
         model.tokenizer.pad_token_id
     model.save_pretrained(str(tmp_path / "out"))  # exporting the weights still works
+
+
+def _tiny_copy(tmp_path):
+    import shutil
+    from tests.test_train import _tiny
+    path = str(tmp_path / "model")
+    shutil.copytree(_tiny().model.path, path)
+    return path
+
+
+def test_truncated_safetensors_names_the_file(tmp_path):
+    """Before: `cannot reshape array of size 566 into shape (272,64)` (no file, no "truncated")."""
+    path = _tiny_copy(tmp_path)
+    weights = os.path.join(path, "model.safetensors")
+    size = os.path.getsize(weights)
+    with open(weights, "r+b") as f:
+        f.truncate(size - 1000)
+    with pytest.raises(ValueError, match=rf"^{weights}: truncated: {size - 1000} bytes, its header describes {size} "):
+        load_pretrained(path, dtype="float32")
+    with open(weights, "r+b") as f:
+        f.truncate(100)  # into the header itself
+    with pytest.raises(ValueError, match=rf"^{weights}: not a safetensors file, or truncated"):
+        load_pretrained(path, dtype="float32")
+
+
+def test_malformed_config_json_names_the_file_and_line(tmp_path):
+    """Before: `Expecting property name enclosed in double quotes: line 3 column 1` (no file)."""
+    path = _tiny_copy(tmp_path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write('{\n  "vocab_size": 272,\n}\n')
+    with pytest.raises(ModelConfigError, match=rf"^{path}/config.json:3: not valid JSON \(Expecting property name"):
+        load_pretrained(path, dtype="float32")
