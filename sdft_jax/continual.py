@@ -91,7 +91,7 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}")
         out = run(cfg, stage_dir)
         if out.get("preempted"):  # saved mid-stage; the rerun resumes this stage from its checkpoint
-            say(f"stopped during stage {i + 1} (SIGTERM); rerun the same command to resume")
+            say(f"stopped during stage {i + 1} ({out.get('signal', 'SIGTERM')}); rerun the same command to resume")
             return {**results, "preempted": True}
         previous = os.path.join(stage_dir, "export")
         row = evaluate_model(previous, specs, config, workdir)
