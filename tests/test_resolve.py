@@ -39,7 +39,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     ({"teacher.kind": "average"}, "teacher.kind='average'"),
     ({"batch.prompts_per_step": 6}, "batch.prompts_per_step: micro-batch of 6 prompts is not divisible"),
     ({"mesh.data": 3}, "mesh: 8 devices are not divisible"),
-    ({"model.path": "/no/such/model"}, "model.path: '/no/such/model' is not a directory"),
+    ({"model.path": "/no/such/model"}, "model.path: '/no/such/model' is not a folder, a hub id"),
     ({"optim.lr": -1.0}, "optim.lr: must be > 0"),
     ({"data.teacher_template": "{x} only"}, "must contain {c}"),
     ({"model.compute_dtype": "fp16"}, "model.compute_dtype: must be '', float32 or bfloat16, got 'fp16'"),
