@@ -81,6 +81,18 @@ class MetricsLogger:
                 self._wandb.close()
 
 
+def read_rows(workdir: str) -> list[dict]:
+    """metrics.jsonl's rows (none when absent; a half-written last line from a killed run is skipped)."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
 def _drop_rows_after(path: epath.Path, step: int) -> int:
     if not path.exists():
         return 0

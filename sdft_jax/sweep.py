@@ -33,6 +33,7 @@ from ml_collections import config_flags
 
 from sdft_jax.programs import (default_workdir, flag_error, quiet_dataset_building, run_cli, run_program,
                                user_errors)
+from sdft_jax.metrics_log import read_rows
 from sdft_jax.run_config import changes, describe, plain, recorded
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,15 +237,8 @@ def _outcome(folder: str) -> dict | None:
 
 def _last_logged(folder: str) -> dict:
     """The last row of a point's metrics.jsonl (a diverged run's last good step), or {}."""
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    try:
-        return json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        return {}
+    rows = read_rows(folder)
+    return rows[-1] if rows else {}
 
 
 def _write_atomically(path: str, row: dict) -> None:

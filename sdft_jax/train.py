@@ -29,7 +29,7 @@ from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
 from sdft_jax.eval.evaluators import EvalContext, evaluate_all, from_config
 from sdft_jax.generate import stop_token_ids
 from sdft_jax.memory_check import check_fits
-from sdft_jax.metrics_log import MetricsLogger
+from sdft_jax.metrics_log import MetricsLogger, read_rows
 from sdft_jax.model import load_pretrained, param_shardings
 from sdft_jax.model.hf_io import save_params
 from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
@@ -349,9 +349,8 @@ def _loop(config, workdir: str, settings, mesh, s: _Setup) -> dict:
 
 
 def _logged_metrics(workdir: str, step: int) -> dict:
-    path = epath.Path(workdir) / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return next(({k: v for k, v in r.items() if k != "step"} for r in reversed(rows) if r.get("step") == step), {})
+    return next(({k: v for k, v in r.items() if k != "step"} for r in reversed(read_rows(workdir))
+                 if r.get("step") == step), {})
 
 
 def _due(every: int, done: int, steps: int) -> bool:

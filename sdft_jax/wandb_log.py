@@ -44,9 +44,12 @@ class WandbRun:
                   if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
         self._run.log(values, step=step)
         self.last_step = step
-        self._save()
 
     def close(self) -> None:
+        # Saved here, not per step (a file write per step; a gs:// write for remote workdirs): a run
+        # killed before close resumes W&B from an older last_step, and W&B itself drops the steps
+        # below its run's current one.
+        self._save()
         self._run.finish()
 
     def _save(self) -> None:
