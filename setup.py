@@ -56,7 +56,7 @@ setup(
     name="sdft_jax",
     version="0.1.0",
     description="Self-Distillation Fine-Tuning (continual learning from demonstrations) in JAX/Flax",
-    packages=find_packages(include=["sdft_jax", "sdft_jax.*"]),
+    packages=find_packages(include=["sdft_jax", "sdft_jax.*", "configs"]),  # configs: the shipped configs import configs.common
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, **EXTRAS},

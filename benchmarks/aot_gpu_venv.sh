@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A venv for `python -m sdft_jax.aot --topology=h100:1x1x1|h200:1x1x1|l4:1x1x1` on a machine without a
 # GPU: Python 3.12, jax[cuda12] (the CUDA compiler plugin and NVIDIA wheels, ~5.5 GB installed) and
-# this project. XLA compiles for the GPU described in sdft_jax/aot_targets.py; nothing runs on one.
+# this project. XLA compiles for the GPU described in sdft_jax/aot/targets.py; nothing runs on one.
 #   bash benchmarks/aot_gpu_venv.sh [VENV]   (default ~/.venvs/sdft_aot_gpu; reused when already there)
 #   VENV/bin/python -m sdft_jax.aot --config=configs/qwen7b_lora_gpu.py --topology=h100:1x1x1
 set -euo pipefail

@@ -10,11 +10,9 @@ cut. Throughput = examples tokenized (both contexts + target) per second, then b
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 TASKS = [("tooluse", "tooluse"), ("science", "science/sdft_science_eval.jsonl"),
          ("science", "science/sciknoweval_chemistry_L3"), ("medical", "medical")]

@@ -23,14 +23,10 @@ Writes DIR/device_suite.json (updated after every phase) and DIR/device_suite.md
 import argparse
 import json
 import os
-import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from _timing import median_seconds  # noqa: E402
+from _timing import median_seconds
 
 HBM_BYTES_PER_S = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12,
                    "H100 NVL": 3.9e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12}
@@ -63,8 +59,8 @@ def platform() -> dict:
 
 
 def _gib(compiled) -> float:
-    """Arguments + what the program allocates beyond them (sdft_jax.memory_check)."""
-    from sdft_jax.memory_check import new_bytes
+    """Arguments + what the program allocates beyond them (sdft_jax.runtime.memory_check)."""
+    from sdft_jax.runtime.memory_check import new_bytes
     need = new_bytes(compiled)
     return float("nan") if need is None else sum(need) / 2 ** 30
 
@@ -114,7 +110,7 @@ class Suite:
         import jax
         import jax.numpy as jnp
 
-        from sdft_jax.sampler import SamplingConfig, make_generate
+        from sdft_jax.core.sampler import SamplingConfig, make_generate
         P, N = self.s["prompt"], self.s["new_tokens"]
         gen = make_generate(self.graphdef, self.cfg,
                             SamplingConfig(max_new_tokens=N, temperature=1.0, decode_chunks=decode_chunks))
@@ -139,17 +135,18 @@ class Suite:
         import jax.numpy as jnp
         import numpy as np
 
-        from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
-        from sdft_jax.train_step import StepConfig, make_train_step, sdft_batch
+        from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer
+        from sdft_jax.core.methods import sequences
+        from sdft_jax.core.update import StepConfig, make_train_step
         B, Ps, N = batch, prompt, completion
         Pt = Ps + self.s["demonstration"] + 32
         ones = lambda *shape: jnp.ones(shape, jnp.int32)  # noqa: E731
         if method == "sdft":
-            b = sdft_batch(self.tokens(B, Ps), ones(B, Ps), self.tokens(B, Pt), ones(B, Pt), self.tokens(B, N),
+            b = sequences(self.tokens(B, Ps), ones(B, Ps), self.tokens(B, Pt), ones(B, Pt), self.tokens(B, N),
                            ones(B, N))
         else:  # the demonstration as target, padded to the completion length
             mask = jnp.asarray(np.arange(N)[None] < min(self.s["demonstration"], N), jnp.int32).repeat(B, 0)
-            b = sdft_batch(self.tokens(B, Ps), ones(B, Ps), None, None, self.tokens(B, N), mask)
+            b = sequences(self.tokens(B, Ps), ones(B, Ps), None, None, self.tokens(B, N), mask)
         tx = make_optimizer(OptimConfig(lr=1e-6, warmup_steps=0))
         sc = StepConfig(method=method, chunk_size=self.s["chunk"], micro_batches=micro_batches)
         state = init_state(jax.tree.map(jnp.copy, self.params), tx, sc.teacher_kind, 0, "float32")
@@ -176,10 +173,10 @@ class Suite:
         import jax
         import jax.numpy as jnp
 
-        from sdft_jax.sampler import SamplingConfig
-        from sdft_jax.step import make_step
-        from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
-        from sdft_jax.train_step import StepConfig
+        from sdft_jax.core.sampler import SamplingConfig
+        from sdft_jax.core.step import make_step
+        from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer
+        from sdft_jax.core.update import StepConfig
         B, Ps, N = batch, prompt, completion
         Pt = Ps + self.s["demonstration"] + 32
         ones = lambda *shape: jnp.ones(shape, jnp.int32)  # noqa: E731

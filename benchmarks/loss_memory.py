@@ -8,10 +8,6 @@ shapes: Qwen2.5-7B (hidden 3584, vocab 151,936), 8 sequences x 2048 completion t
 hidden states and head, fp32 loss math.
 """
 import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
 def main():
@@ -26,7 +22,7 @@ def main():
     import jax
     import jax.numpy as jnp
 
-    from sdft_jax import losses
+    from sdft_jax.core import losses
 
     B, T, D, V = args.batch, args.length, args.hidden, args.vocab
     h = jax.ShapeDtypeStruct((B, T, D), jnp.bfloat16)

@@ -2,7 +2,7 @@
 real SDFT train steps.
 
     python benchmarks/precision.py [--model tiny|PATH] [--steps 50] [--lr 5e-5] [--alpha 0.01]
-        [--prompts 2] [--student_prompt 32] [--demonstration 32] [--completion 16]
+        [--prompts 2] [--student_prompt 32] [--demonstration 32] [--completion 16] [--variants 0,1,2]
 
 Each variant starts from the same weights and runs the same `--steps` SDFT steps (random token
 batches, a new one per step, rollouts from the sampler, AdamW at a constant --lr, EMA teacher
@@ -17,11 +17,8 @@ meant to be. Reported after the last step:
 """
 import argparse
 import os
-import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 VARIANTS = {  # name: (param dtype, compute dtype, teacher dtype)
     "bf16 params, bf16 EMA teacher (ema_dtype='', the paper's code)": ("bfloat16", "bfloat16", None),
@@ -31,7 +28,8 @@ VARIANTS = {  # name: (param dtype, compute dtype, teacher dtype)
 
 
 def main():
-    real = os.path.join(os.environ.get("SDFT_REAL_MODELS", ""), "smollm2-135m-instruct")
+    from configs.common import real_model_path
+    real = real_model_path("smollm2-135m-instruct")
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=real if os.path.isdir(real) else "tiny")
     ap.add_argument("--steps", type=int, default=50)
@@ -41,6 +39,7 @@ def main():
     ap.add_argument("--student_prompt", type=int, default=32)
     ap.add_argument("--demonstration", type=int, default=32)
     ap.add_argument("--completion", type=int, default=16)
+    ap.add_argument("--variants", default="", help="comma-separated rows of the table to run (0-based; default all)")
     args = ap.parse_args()
 
     import jax
@@ -48,14 +47,15 @@ def main():
     import numpy as np
 
     from sdft_jax.model import load_pretrained
-    from sdft_jax.sampler import SamplingConfig, make_generate
-    from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
-    from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
+    from sdft_jax.core.sampler import SamplingConfig, make_generate
+    from sdft_jax.core.train_state import OptimConfig, build_state, make_optimizer
+    from sdft_jax.core.methods import sequences
+    from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 
     path = args.model
-    if path == "tiny":
-        from sdft_jax.model.random_checkpoint import build_random_checkpoint
-        path = build_random_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
+    if path == "tiny":  # configs/tiny.py's random Qwen2, built once under $SDFT_JAX_CACHE
+        from configs.tiny import materialize
+        path = materialize(0)[0]
     B, Ps, N = args.prompts, args.student_prompt, args.completion
     Pt = Ps + args.demonstration
     print(f"model={os.path.basename(path.rstrip('/'))} steps={args.steps} lr={args.lr} (constant AdamW) "
@@ -63,22 +63,23 @@ def main():
           f"device={jax.devices()[0].platform}")
     print("| variant | student moved | teacher moved | teacher lag | bytes/param | s/step |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, (param_dtype, compute_dtype, teacher_dtype) in VARIANTS.items():
+    rows = [int(i) for i in args.variants.split(",")] if args.variants else range(len(VARIANTS))
+    for name, (param_dtype, compute_dtype, teacher_dtype) in (list(VARIANTS.items())[i] for i in rows):
         model = load_pretrained(path, dtype=param_dtype, compute_dtype=compute_dtype)
         V = model.config.vocab_size
         tx = make_optimizer(OptimConfig(lr=args.lr, warmup_steps=0, schedule="constant"))
         sc = StepConfig(ema_alpha=args.alpha, chunk_size=N)
-        state = init_state(model.params, tx, "ema", 0, teacher_dtype)
+        state, st_sh = build_state(model, model.mesh, tx, "ema", 0, teacher_dtype)
         theta0 = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.params)]
         ref = [x.copy() for x in theta0]
-        step = jit_train_step(make_train_step(model.graphdef, sc, tx))
+        step = jit_train_step(make_train_step(model.graphdef, sc, tx), st_sh)
         generate = make_generate(model.graphdef, model.config, SamplingConfig(max_new_tokens=N))
         r = np.random.RandomState(0)
         seconds = []
         for k in range(args.steps):
             sp, tp = jnp.asarray(r.randint(0, V, (B, Ps)), jnp.int32), jnp.asarray(r.randint(0, V, (B, Pt)), jnp.int32)
             rollout = generate(state.params, sp, jnp.ones_like(sp), jax.random.key(k))
-            batch = sdft_batch(sp, jnp.ones_like(sp), tp, jnp.ones_like(tp), rollout.tokens, rollout.mask,
+            batch = sequences(sp, jnp.ones_like(sp), tp, jnp.ones_like(tp), rollout.tokens, rollout.mask,
                                rollout.model_logprobs)
             t = time.perf_counter()
             state, metrics = step(state, batch)

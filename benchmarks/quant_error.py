@@ -10,9 +10,7 @@ largest |logit| difference. LoRA adapters are added with B = 0, so only the base
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 VARIANTS = [  # (label, load_pretrained kwargs)
     ("bfloat16 weights + compute", dict(dtype="bfloat16")),

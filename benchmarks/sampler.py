@@ -13,13 +13,9 @@ alternating them repeat by repeat so box noise hits both alike.
 import argparse
 import functools
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from _timing import alternating_median_seconds, median_seconds  # noqa: E402
+from _timing import alternating_median_seconds, median_seconds
 
 
 def main():
@@ -41,13 +37,13 @@ def main():
     from transformers import AutoModelForCausalLM
 
     from sdft_jax.model import load_pretrained
-    from sdft_jax.sampler import SamplingConfig, make_generate
+    from sdft_jax.core.sampler import SamplingConfig, make_generate
 
     path = args.model
     if path is None:
-        from tests import hf_fixtures
-        path = hf_fixtures.build("qwen2", tempfile.mkdtemp(), hidden_size=256, intermediate_size=768,
-                                 num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2)
+        from sdft_jax.model.random_checkpoint import build_random_checkpoint
+        path = build_random_checkpoint(os.path.join(tempfile.mkdtemp(), "qwen2"), hidden=256, intermediate=768,
+                                       layers=4, heads=8, kv_heads=2)
     model = load_pretrained(path, dtype=args.dtype)
     ref = None if args.no_reference else AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
     chunks = [int(c) for c in args.decode_chunks.split(",")]
@@ -81,7 +77,6 @@ def main():
         cols = " | ".join(f"{n / t_ours[c]:,.0f}" for c in chunks)
         theirs_col = f"{n / t_theirs:,.0f} | {t_theirs / t_ours[chunks[-1]]:.2f}x" if t_theirs else "- | -"
         print(f"| {b} | {cols} | {theirs_col} |", flush=True)
-
 
 
 if __name__ == "__main__":

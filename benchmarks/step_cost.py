@@ -18,15 +18,10 @@ the teacher forward (no grad) and the SFT step (forward + backward + AdamW) at t
 FLOPs: 2 x params per token forward, 4 x backward (attention ignored); MFU needs --peak_tflops.
 """
 import argparse
+import dataclasses
 import os
-import sys
-import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from _timing import median_seconds  # noqa: E402
-
+from _timing import median_seconds
 
 
 def main():
@@ -55,19 +50,20 @@ def main():
     from flax import nnx
 
     from sdft_jax import sharding as shd
-    from sdft_jax.model import load_pretrained, param_shardings
+    from sdft_jax.model import load_pretrained
     from sdft_jax.model.lora import split_adapters
-    from sdft_jax.sampler import SamplingConfig, make_generate
-    from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
-    from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
+    from sdft_jax.core.sampler import SamplingConfig, make_generate
+    from sdft_jax.core.train_state import OptimConfig, build_state, make_optimizer
+    from sdft_jax.core.methods import sequences
+    from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 
-    if args.query_block:
+    if args.query_block:  # the model exposes no setting for it: a module constant
         from sdft_jax.model import transformer
         transformer.QUERY_BLOCK = args.query_block
     path = args.model
-    if path == "tiny":
-        from sdft_jax.model.random_checkpoint import build_random_checkpoint
-        path = build_random_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
+    if path == "tiny":  # configs/tiny.py's random Qwen2, built once under $SDFT_JAX_CACHE
+        from configs.tiny import materialize
+        path = materialize(0)[0]
     mesh = shd.make_mesh(1, -1, 1)
     model = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat)
     B, Ps, N = args.prompts, args.student_prompt, args.completion
@@ -80,25 +76,22 @@ def main():
     sp, sm, tp, tm = (jax.device_put(x, sh) for x in (sp, sm, tp, tm))
     generate = make_generate(model.graphdef, model.config, SamplingConfig(max_new_tokens=N, temperature=1.0))
     rollout = generate(model.params, sp, sm, jax.random.key(0))
-    sdft = sdft_batch(sp, sm, tp, tm, rollout.tokens, rollout.mask, rollout.model_logprobs)
+    sdft = sequences(sp, sm, tp, tm, rollout.tokens, rollout.mask, rollout.model_logprobs)
     demo = jnp.asarray(r.randint(0, V, (B, N)), jnp.int32)
     demo_mask = jnp.asarray((np.arange(N)[None] < min(args.demonstration, N)).repeat(B, 0), jnp.int32)
-    sft = sdft_batch(sp, sm, None, None, demo, demo_mask)
+    sft = sequences(sp, sm, None, None, demo, demo_mask)
 
     tx = make_optimizer(OptimConfig(lr=1e-5, warmup_steps=0))
     graphdef = model.graphdef
 
     def state_and_step(method, m=model):
         sc = StepConfig(method=method, chunk_size=args.chunk_size)
-        params = jax.tree.map(jnp.copy, m.params)  # the step donates it
-        p_sh = param_shardings(m.config, mesh, m.params)
-        (trainable, frozen), (train_sh, frozen_sh) = ((split_adapters(params), split_adapters(p_sh))
-                                                      if m.config.lora_rank else ((params, None), (p_sh, None)))
-        state = init_state(trainable, tx, sc.teacher_kind, 0, frozen_params=frozen)
-        st_sh = state_shardings(state, train_sh, mesh, frozen_sh)
+        # A copy of the weights: the step donates the state, and generate / the other method reuse them.
+        state, st_sh = build_state(dataclasses.replace(m, params=jax.tree.map(jnp.copy, m.params)), mesh, tx,
+                                   sc.teacher_kind, 0)
         batch = sdft if method == "sdft" else sft
         step = jit_train_step(make_train_step(m.graphdef, sc, tx), st_sh, {k: sh for k in batch}, shd.replicated(mesh))
-        holder = {"state": jax.device_put(state, st_sh)}
+        holder = {"state": state}
 
         def run():
             holder["state"], m = step(holder["state"], batch)

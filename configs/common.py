@@ -20,7 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.steps = 100
     c.seed = 0
-    c.method = "sdft"  # sdft | sft
+    # sdft | sft (the expert's demonstrations) | offline (SFT on the initial model's completions from the
+    # teacher context, sampled once) | rejection (SFT on the student's own completions the scorer accepts)
+    c.method = "sdft"
     c.program = "train"  # train | continual (config.stages) | demo: which program main runs
 
     c.model = ml_collections.ConfigDict(dict(
@@ -46,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
         eval_split="",  # "" = no held-out evaluation
         data_dir="",  # where TFDS writes array_record files ("" = WORKDIR/tfds)
         teacher_template=DEFAULT_TEACHER_TEMPLATE,
+        scorer="",  # method=rejection: the scorer that accepts a completion ("" = data.task's)
         max_student_prompt=1024,
         max_teacher_prompt=4096,
         # Prompt length buckets grow by this factor (multiples of 32): 2 = powers of two, fewer
@@ -64,7 +67,13 @@ def base_config() -> ml_collections.ConfigDict:
         importance_correction=False, importance_cap=2.0))
     # ema_dtype: the EMA teacher's storage. "float32" costs a bf16 model 2 more bytes/param; "" = the
     # parameter dtype, as the paper's code (bf16 in place), where most alpha=0.01 increments round away.
-    c.teacher = ml_collections.ConfigDict(dict(kind="ema", ema_alpha=0.01, ema_dtype="float32"))
+    # kind: ema | frozen | live (the student itself) | external (teacher.path: another checkpoint with the
+    # student's tokenizer, any size or architecture, frozen, in teacher.dtype ("" = the student's)).
+    # anchor (continual runs): stage = each stage's teacher starts from that stage's initial model;
+    # base = from the model before the first stage (frozen: the base itself; ema: restarts from it).
+    # init_path: the teacher's initial weights from this checkpoint (same shapes; set by anchor=base).
+    c.teacher = ml_collections.ConfigDict(dict(kind="ema", ema_alpha=0.01, ema_dtype="float32", anchor="stage",
+                                               init_path="", path="", dtype=""))
     # num_generations: rollouts per prompt (the paper: 1; TRL: 8), each a row of the step's batch.
     # rollout_batches: generate the step's rows in this many sequential groups (a KV cache of
     # rows / rollout_batches at a time; what a 24 GB GPU needs at 7B).

@@ -4,6 +4,7 @@
     python -m sdft_jax.main --config=configs/demo.py --config.seed=1 --workdir runs/demo_seed1
     python -m sdft_jax.main --config=configs/demo.py:size=small --workdir /tmp/demo_small   # CI-sized
     python -m sdft_jax.main --config=configs/demo.py:world=substitution --workdir runs/demo_substitution
+    python -m sdft_jax.main --config=configs/demo.py:methods=sdft/sdft:base/sft/offline/rejection --workdir runs/demo_arms
     python -m sdft_jax.sweep --config=configs/demo.py --workdir runs/demo_sweep \
         --sweep 'demo.lr=[1e-4,3e-4,1e-3]' --sweep 'seed=[0,1,2]'        # the Pareto front (docs/DEMO.md)
 
@@ -12,16 +13,16 @@ of random letter-substitution rules (cached in $SDFT_JAX_CACHE, default ~/.cache
 taught 3 new hidden rules in sequence with SDFT and with SFT. world=style (the default): any form
 of the right letters is correct and the expert writes a form the base never does (`f-e-a-c`);
 world=substitution: one right answer, the demonstration itself (the negative control). See
-docs/DEMO.md and sdft_jax/demo/world.py.
+docs/DEMO.md and sdft_jax/experiments/demo/world.py.
 """
 import ml_collections
 
 from configs import common
-from sdft_jax.demo import world
+from sdft_jax.experiments.demo import world
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, size="full", world="style")
+    args = common.parse_arg(arg, size="full", world="style", methods="sdft/sft")
     size = args.size
     if size not in ("full", "small"):
         raise ValueError(f"size={size!r}; expected full or small")
@@ -41,6 +42,9 @@ def get_config(arg=None):
         # substitution: the rate its documented runs used.
         lr=3e-4 if args.world == "style" else 1e-3,
         warmup_steps=6,
+        # The arms, each a continual run from the same base: sdft | sft | offline | rejection, and
+        # METHOD:base for a teacher anchored to the base across stages (teacher.anchor=base).
+        methods=tuple(args.methods.split("/")),
         teacher="ema",  # ema | frozen | live (teacher.kind of the SDFT runs)
         ema_alpha=0.01,
         # The paper skips 3 tokens to drop the teacher's "Based on the example..." preamble; here an
@@ -50,7 +54,7 @@ def get_config(arg=None):
         pretrain=ml_collections.ConfigDict(dict(seed=0, steps=800, batch=64, lr=3e-3, hidden=128, layers=4,
                                                 heads=4, kv_heads=2, intermediate=384)),
         # What the pretraining and every continual stage share; each sets its own method, steps,
-        # data and optimizer from the keys above (sdft_jax/demo/pretrain.py, runner.py).
+        # data and optimizer from the keys above (sdft_jax/experiments/demo/pretrain.py, runner.py).
         run=world_run_defaults(),
     ))
     if size == "small":  # CI's end-to-end check: a quarter of the samples, so the sweep's largest rate

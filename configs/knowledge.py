@@ -1,13 +1,13 @@
 """Knowledge acquisition in miniature (the paper's Table 1, offline): a model learns the facts of a
-generated fictional-company corpus (sdft_jax/knowledge/corpus.py) with SDFT and with SFT, and is
+generated fictional-company corpus (sdft_jax/experiments/knowledge/corpus.py) with SDFT and with SFT, and is
 scored before and after on held-out paraphrased questions and indirect (OOD) questions, strict and
 lenient. Teacher context = article + answer (the paper's "Text and Answers"); student = the question.
 
     python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m --workdir runs/knowledge
-    python -m sdft_jax.knowledge.report runs/knowledge --update docs/EXPERIMENTS.md --figure docs/knowledge.png
+    python -m sdft_jax.experiments.knowledge.report runs/knowledge --update docs/EXPERIMENTS.md --figure docs/knowledge.png
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
-The compare program (sdft_jax/compare.py): the base model's evaluations, then per method the same
+The compare program (sdft_jax/programs/compare.py): the base model's evaluations, then per method the same
 sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
 `epoch_grid=2/4/8` give other grids), each point chosen by
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
@@ -15,7 +15,8 @@ the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphr
 questions), oracle_rag (the held-out test questions with the article in context: the paper's
 oracle-RAG row and the teacher's ceiling), drift (NLL of the base's own answers to 24 general
 prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems). `method=sdft|sft`
-runs one method. The corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
+runs one method, `method=sdft/sft/offline` those three (any of sdft, sft, offline, rejection). The
+corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
 import os
 import shutil
@@ -23,7 +24,7 @@ import shutil
 import ml_collections
 
 from configs import common
-from sdft_jax.cache import cache_root
+from sdft_jax.runtime.cache import cache_root
 
 MODELS = {"smollm2_135m": "smollm2-135m-instruct", "qwen2_5_0_5b": "qwen2.5-0.5b-instruct"}
 LRS, EPOCHS = (2e-5, 6e-5, 2e-4), (2, 4)
@@ -75,7 +76,7 @@ def get_config(arg=None):
         evals["humaneval"] = dict(type="humaneval", examples=2 if tiny else 40, max_new_tokens=8 if tiny else 384)
         panels.append("humaneval")
     c.compare = ml_collections.ConfigDict(dict(
-        methods=["sdft", "sft"] if args.method == "both" else [args.method],
+        methods=["sdft", "sft"] if args.method == "both" else args.method.split("/"),
         sweep=[f"optim.lr=[{','.join(map(str, lrs))}]", f"steps=[{','.join(str(e * steps_per_epoch) for e in epochs)}]"],
         select="val", tie_break="val/knowledge_lenient", evals=evals,
         ceiling={"heldout": "oracle_rag", "heldout/knowledge_lenient": "oracle_rag/knowledge_lenient"},
@@ -84,7 +85,7 @@ def get_config(arg=None):
 
 
 def corpus_folder(seed: int, companies: int) -> str:
-    from sdft_jax.knowledge import corpus
+    from sdft_jax.experiments.knowledge import corpus
     root = os.path.join(cache_root(), "knowledge", f"seed{seed}_n{companies}")
     if not all(os.path.isfile(os.path.join(root, rel)) for rel in corpus.FILES):  # absent, or from an older generator
         corpus.write(root + ".partial", companies, seed)

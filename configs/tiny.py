@@ -1,6 +1,7 @@
 """Random tiny Qwen2 + toy demonstrations: a full run in about a minute on CPU.
 
     python -m sdft_jax.main --config=configs/tiny.py[:seed=N] --workdir /tmp/tiny [--config.method=sft]
+    python -m sdft_jax.main --config=configs/tiny.py:teacher=external --workdir /tmp/tiny_external
 
 The config materializes its inputs (a random checkpoint from our initializer, the byte tokenizer,
 64 toy string tasks) once per seed under $SDFT_JAX_CACHE/tiny/seedN (default ~/.cache/sdft_jax), so
@@ -15,17 +16,21 @@ import sys
 import numpy as np
 
 from configs import common
-from sdft_jax.cache import cache_root
+from sdft_jax.runtime.cache import cache_root
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, seed=0, task="", method="")
+    args = common.parse_arg(arg, seed=0, task="", method="", teacher="")
     seed = args.seed
     c = common.base_config()
     common.apply_task_and_method(c, args)
     c.steps = 6
     c.seed = seed
     c.model.path, c.data.path = materialize(seed)
+    if args.teacher == "external":  # a wider, deeper random Qwen2 with the same tokenizer teaches
+        c.teacher.kind, c.teacher.path = "external", materialize_teacher(seed)
+    elif args.teacher:
+        raise ValueError(f"teacher={args.teacher!r}; expected external (or nothing: the EMA self-teacher)")
     c.model.dtype = "float32"
     c.data.eval_split = "train"
     c.data.max_student_prompt = 128
@@ -53,6 +58,19 @@ def materialize(seed: int = 0) -> tuple[str, str]:
         env.pop("XLA_FLAGS", None)
         subprocess.run([sys.executable, "-c", code, model, str(seed)], check=True, env=env)
     return model, toy_demonstrations(os.path.join(root, "toy_train.jsonl"), seed=seed)
+
+
+def materialize_teacher(seed: int = 0) -> str:
+    """A random Qwen2 twice as wide and deeper than the tiny student, with the same byte tokenizer:
+    the external teacher of `teacher=external` (on-policy distillation from another checkpoint)."""
+    path = os.path.join(cache_root(), "tiny", f"seed{seed}", "teacher_wide")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        code = ("import sys; from sdft_jax.model.random_checkpoint import build_random_checkpoint; "
+                "build_random_checkpoint(sys.argv[1], seed=int(sys.argv[2]), hidden=128, layers=3, intermediate=256)")
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        env.pop("XLA_FLAGS", None)
+        subprocess.run([sys.executable, "-c", code, path, str(seed + 1000)], check=True, env=env)
+    return path
 
 
 def toy_demonstrations(path: str, n: int = 64, seed: int = 0) -> str:

@@ -6,22 +6,16 @@ is the completion for single-line answers; loading messages go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 
-def stop_token_ids(path: str, tokenizer) -> tuple[int, ...]:
-    """EOS ids from generation_config.json (Instruct models list several) plus the tokenizer's."""
-    ids = set()
-    gen_path = os.path.join(path, "generation_config.json")
-    if os.path.isfile(gen_path):
-        with open(gen_path) as f:
-            eos = json.load(f).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer is not None and tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return tuple(sorted(ids))
+from sdft_jax.core.sampler import SamplingConfig, make_generate
+from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
+from sdft_jax.model import load_pretrained
+from sdft_jax.model.stop_tokens import stop_token_ids
 
 
 def model_folder(path: str) -> str:
@@ -67,19 +61,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    import jax
-    import jax.numpy as jnp
-
-    from sdft_jax.model import load_pretrained
-    from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
-
     model = load_pretrained(args.model, dtype=args.dtype)
     tok = model.tokenizer
     ids = encode_prompt(tok, args.prompt, args.chat, args.system)
     sc = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, stop_ids=stop_token_ids(args.model, tok),
                         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
-    tokens, mask = pad_to_bucket([ids], default_buckets(max(len(ids), 64)), sc.pad_id)
+    tokens, mask = pad_to_bucket([ids], buckets_up_to(max(len(ids), 64)), sc.pad_id)
     generate = make_generate(model.graphdef, model.config, sc)
     rollout = generate(model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(args.seed))
     n = int(rollout.lengths[0])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from sdft_jax.programs import run_cli
+import configs
+from sdft_jax.cli import flag_error, quiet_dataset_building, run_cli
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)  # configs/ is a package its files import from (configs.tiny), from any cwd
-DEFAULT_CONFIG = os.path.join(_REPO, "configs", "demo.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), "demo.py")
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file[:arg]",
                                           lock_config=True)
@@ -33,7 +33,6 @@ _DISTRIBUTED = flags.DEFINE_boolean("distributed", None, "call jax.distributed.i
 
 def _maybe_initialize_distributed() -> None:
     """Must run before anything touches a JAX backend."""
-    import jax
     multi_host_tpu = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
     auto = multi_host_tpu or _COORDINATOR.value is not None
     if not (_DISTRIBUTED.value if _DISTRIBUTED.value is not None else auto):
@@ -50,7 +49,10 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _maybe_initialize_distributed()
-    from sdft_jax.programs import default_workdir, flag_error, quiet_dataset_building, run_program, user_errors
+    # Imported only now: the programs touch JAX backends, which must not start before
+    # jax.distributed.initialize (a multi-host run).
+    from sdft_jax.programs.errors import USER_ERRORS
+    from sdft_jax.programs.registry import default_workdir, run_program
     quiet_dataset_building()
     try:
         config = _CONFIG.value
@@ -60,7 +62,7 @@ def main(argv) -> int:
         return 2
     try:
         run_program(config, _WORKDIR.value or default_workdir(config))
-    except user_errors() as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

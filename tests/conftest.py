@@ -51,7 +51,7 @@ def shared_data_dir() -> str:
 STACKS_SUBSET = (
     "model/test_parity.py", "model/test_export.py", "model/test_lora.py", "model/test_quant.py",
     "test_sampler.py", "test_losses.py", "test_step.py", "test_train_step.py", "test_sharding.py",
-    "test_reach.py", "test_device_suite.py",
+    "test_reach.py",
     "test_train.py::test_tiny_end_to_end", "test_train.py::test_resume_is_exact",
     "test_train.py::test_lora_trains_resumes_exactly",
 )

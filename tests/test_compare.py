@@ -1,7 +1,7 @@
-"""sdft_jax.compare: the choice of each method's sweep point and the config checks."""
+"""sdft_jax.programs.compare: the choice of each method's sweep point and the config checks."""
 import pytest
 
-from sdft_jax.compare import check, select
+from sdft_jax.programs.compare import check, select
 from sdft_jax.resolve import ConfigError
 from tests.test_train import _tiny
 

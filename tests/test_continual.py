@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sdft_jax.continual import run_continual
+from sdft_jax.programs.continual import run_continual
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from sdft_jax.demo import world
+from sdft_jax.experiments.demo import world
 from sdft_jax.eval.scorers import score_completion
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +117,7 @@ def _learned_own_task(m: dict, student: dict) -> float:
 
 
 @pytest.mark.slow
-def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
+def test_reduced_demo_end_to_end_and_resumable(tmp_path):
     out = _run_demo(tmp_path / "a", tmp_path / "cache")
     assert "pretraining" in out
     results = json.load(open(tmp_path / "a" / "results.json"))
@@ -136,20 +136,21 @@ def test_reduced_demo_end_to_end_and_deterministic(tmp_path):
         assert (tmp_path / "a" / name).stat().st_size > 0, name
     report = (tmp_path / "a" / "report.md").read_text()
     assert "Teacher ceiling" in report and "SDFT" in report and "SFT" in report and "KL(fine-tuned" in report
-    # Same seed, cached base, another workdir: the identical results.json.
-    out2 = _run_demo(tmp_path / "b", tmp_path / "cache")
+    # A rerun into the same workdir resumes: every stage is kept, and the results are the same. (Whole-run
+    # determinism is checked where it is cheap: resume tests, test_pretraining_is_deterministic.)
+    out2 = _run_demo(tmp_path / "a", tmp_path / "cache")
     assert "cached" in out2
-    assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
-    from sdft_jax.demo.aggregate import table
-    summary = table([str(tmp_path / "a"), str(tmp_path / "b")])
-    assert "± 0.000" in summary and "over 2 seeds (0, 0)" in summary
+    again = json.load(open(tmp_path / "a" / "results.json"))
+    assert again["methods"] == results["methods"] and again["teacher_ceiling"] == ceiling
+    from sdft_jax.experiments.demo.aggregate import table
+    assert "over 1 seeds (0)" in table([str(tmp_path / "a")])
 
 
 def test_pretraining_is_deterministic(tmp_path, monkeypatch):
     """Two pretrainings from scratch with the same seed give bitwise-equal weights."""
     import ml_collections
     from configs.demo import world_run_defaults
-    from sdft_jax.demo import pretrain
+    from sdft_jax.experiments.demo import pretrain
     pre = ml_collections.ConfigDict(dict(seed=1, steps=3, batch=8, lr=1e-3, hidden=32, layers=1, heads=2,
                                          kv_heads=1, intermediate=64))
     paths = []
@@ -162,6 +163,10 @@ def test_pretraining_is_deterministic(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("key,value,message", [
+    ("methods", ("sdft", "dpo"), r"demo \(dpo stage settings\): method='dpo'; expected one of sdft, sft, offline, "
+                                 r"rejection"),
+    ("methods", ("sft:base",), r"demo \(sft:base stage settings\): teacher.anchor: base \(or teacher.init_path\) needs a method "
+                                  r"with a teacher; method=sft has none"),
     ("teacher", "frozn", r"demo \(sdft stage settings\): teacher.kind='frozn'"),
     ("lr", -1.0, r"optim.lr: must be > 0"),
     ("train_rows", 4, r"demo.train_rows: 4 rows cannot fill a batch"),
@@ -172,9 +177,25 @@ def test_bad_demo_settings_fail_before_pretraining(key, value, message):
     spec = importlib.util.spec_from_file_location("demo_config", os.path.join(REPO, "configs", "demo.py"))
     demo_config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo_config)
-    from sdft_jax.demo.runner import validate
+    from sdft_jax.experiments.demo.runner import validate
     from sdft_jax.resolve import ConfigError
     c = demo_config.get_config()
     c.demo[key] = value
     with pytest.raises(ConfigError, match=message):
         validate(c)
+
+
+def test_every_arm_of_the_demo_resolves_with_its_method_anchor_and_scorer():
+    """configs/demo.py:methods=... : each arm is a continual run of its method; `:base` anchors its teacher."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(REPO, "configs", "demo.py"))
+    demo_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_config)
+    from sdft_jax.experiments.demo.runner import arm_folder, continual_config, validate
+    c = demo_config.get_config("methods=sdft/sdft:base/sft/offline/rejection")
+    validate(c)
+    got = {arm: continual_config(c, arm, [], "") for arm in c.demo.methods}
+    assert {a: (g.method, g.teacher.anchor) for a, g in got.items()} == {
+        "sdft": ("sdft", "stage"), "sdft:base": ("sdft", "base"), "sft": ("sft", "stage"),
+        "offline": ("offline", "stage"), "rejection": ("rejection", "stage")}
+    assert got["rejection"].data.scorer == "letters" and arm_folder("sdft:base") == "sdft_base"

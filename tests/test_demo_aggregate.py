@@ -1,4 +1,4 @@
-"""sdft_jax.demo.aggregate on hand-made demo results: runs found under a sweep folder, the
+"""sdft_jax.experiments.demo.aggregate on hand-made demo results: runs found under a sweep folder, the
 predictions computed as stated, Spearman vs scipy, the Pareto plot and the doc block rewritten."""
 import json
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from sdft_jax.demo import aggregate
-from sdft_jax.doc_block import BEGIN, END
+from sdft_jax.experiments.demo import aggregate
+from sdft_jax.runtime.doc_block import BEGIN, END
 
 
 def _method(new, prior, kl, teacher=1.0):

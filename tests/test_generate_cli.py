@@ -17,7 +17,8 @@ def _cli(path, prompt, n, *extra):
 
 def _hf_chat_greedy(path, prompt, n):
     from transformers import AutoTokenizer
-    from sdft_jax.generate import encode_prompt, stop_token_ids
+    from sdft_jax.generate import encode_prompt
+    from sdft_jax.model.stop_tokens import stop_token_ids
     tok = AutoTokenizer.from_pretrained(path)
     ids = encode_prompt(tok, prompt, chat=True)
     model = hf.reload_hf(path)

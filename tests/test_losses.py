@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdft_jax import losses
+from sdft_jax.core import losses
 
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from etils import epath
 
-from sdft_jax.cache import copy_once
+from sdft_jax.runtime.cache import copy_once
 from sdft_jax.model import load_pretrained
 from sdft_jax.model.source import MODEL_FILES, ModelSourceError, local_folder
-from sdft_jax.programs import run_program
+from sdft_jax.programs.registry import run_program
 from tests.test_train import REPO, _final_params, _metrics, _tiny
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"

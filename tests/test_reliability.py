@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from sdft_jax.checkpoint import CheckpointError
-from sdft_jax.run_config import ConfigChanged
-from sdft_jax.train import TrainingDiverged, run
-from sdft_jax.workdir_lock import WorkdirBusy, WorkdirLock
+from sdft_jax.runtime.checkpoint import CheckpointError
+from sdft_jax.runtime.run_config import ConfigChanged
+from sdft_jax.programs.train import TrainingDiverged, run
+from sdft_jax.runtime.workdir_lock import WorkdirBusy, WorkdirLock
 from tests.test_train import _metrics, _tiny
 
 
@@ -37,7 +37,7 @@ def test_sdft_divergence_stops_before_saving_non_finite_weights(tmp_path):
 
 
 def _hold_lock(workdir):
-    code = ("import sys, time; from sdft_jax.workdir_lock import WorkdirLock\n"
+    code = ("import sys, time; from sdft_jax.runtime.workdir_lock import WorkdirLock\n"
             f"l = WorkdirLock({workdir!r}).__enter__(); print('locked', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -150,7 +150,7 @@ def test_sigterm_during_start_up_exits_0(tmp_path):
 def test_a_run_that_cannot_fit_stops_before_the_first_step(tmp_path, monkeypatch):
     """Before: OOM-killed (SIGKILL, no message). The compiled step's memory analysis (the fused
     program: rollout + update) is compared with the free memory; here the machine reports 1 KiB free."""
-    from sdft_jax import memory_check
+    from sdft_jax.runtime import memory_check
     monkeypatch.setattr(memory_check, "free_bytes", lambda: (2 ** 10, "host memory (MemAvailable)"))
     workdir = str(tmp_path / "w")
     with pytest.raises(memory_check.MemoryPlanError,
@@ -164,7 +164,7 @@ def test_memory_check_reads_the_compiled_programs_needs():
     import jax
     import jax.numpy as jnp
 
-    from sdft_jax import memory_check
+    from sdft_jax.runtime import memory_check
     f = jax.jit(lambda x: jnp.outer(x, x).sum(0))  # a 4096 x 4096 fp32 temporary: 64 MiB
     x = jnp.ones(4096)
     extra, resident = memory_check.new_bytes(f.lower(x).compile())
@@ -261,7 +261,7 @@ def test_steps_on_which_no_token_carries_loss_stop_the_run(tmp_path):
     """A model whose every token is a stop token (generation_config.json lists them all): each rollout
     ends at its first token, within loss.skip_first_tokens. Before: loss_tokens 0 and a zero update on
     every step, the run ended "done" and exported the base."""
-    from sdft_jax.train import NothingToTrain
+    from sdft_jax.programs.train import NothingToTrain
     model = str(tmp_path / "model")
     shutil.copytree(_tiny().model.path, model)
     vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]

@@ -21,7 +21,7 @@ def test_every_config_file_resolves(name, tmp_path, monkeypatch):
     spec.loader.exec_module(mod)
     c = mod.get_config()
     if c.get("demo"):  # the demo builds its runs' configs itself; validate() resolves them
-        from sdft_jax.demo.runner import validate
+        from sdft_jax.experiments.demo.runner import validate
         validate(c)
         assert c.demo.teacher == "ema" and c.demo.ema_alpha == 0.01
         return

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from sdft_jax.model.safetensors_io import SafetensorsFolder
-from sdft_jax.train import run
+from sdft_jax.programs.train import run
 from tests.test_train import REPO, _env, _tiny
 
 

@@ -10,7 +10,8 @@ import torch
 
 from sdft_jax import sharding as shd
 from sdft_jax.model import load_pretrained
-from sdft_jax.sampler import SamplingConfig, make_generate, pad_to_bucket, sampling_log_probs
+from sdft_jax.core.sampler import SamplingConfig, make_generate, sampling_log_probs
+from sdft_jax.data.buckets import pad_to_bucket
 from tests import hf_fixtures as hf
 
 
@@ -168,22 +169,22 @@ def test_fp32_master_weights_decode_reads_compute_dtype_weights(tiny_qwen2):
 
 
 def test_length_bucket_ladder():
-    from sdft_jax.sampler import default_buckets
-    assert default_buckets(1024) == (64, 128, 256, 512, 1024)  # growth 2: powers of two
-    assert default_buckets(1000, growth=1.5) == (64, 96, 160, 256, 384, 576, 864, 1000)
-    assert default_buckets(40) == (40,) and default_buckets(64, growth=1.5) == (64,)
+    from sdft_jax.data.buckets import buckets_up_to
+    assert buckets_up_to(1024) == (64, 128, 256, 512, 1024)  # growth 2: powers of two
+    assert buckets_up_to(1000, growth=1.5) == (64, 96, 160, 256, 384, 576, 864, 1000)
+    assert buckets_up_to(40) == (40,) and buckets_up_to(64, growth=1.5) == (64,)
     for growth in (1.1, 1.5, 2.0, 3.0):
-        ladder = default_buckets(4096, growth=growth)
+        ladder = buckets_up_to(4096, growth=growth)
         assert all(b % 32 == 0 and b2 > b for b, b2 in zip(ladder, ladder[1:]))
     with pytest.raises(ValueError, match="growth 1.0 must be in"):
-        default_buckets(128, growth=1.0)
+        buckets_up_to(128, growth=1.0)
 
 
 def test_chunked_decode_reads_only_filled_slots_and_equals_the_full_forward(tiny_qwen3):
     """140 new tokens in 3 chunks (64, 128, 140): the cache holds the slots filled by a chunk's end.
     Logits equal an independent full forward pass over prompt + completion, and the tokens equal
     decoding over the whole buffer (decode_chunks=1)."""
-    from sdft_jax.sampler import decode_chunk_ends
+    from sdft_jax.core.sampler import decode_chunk_ends
     model = load_pretrained(tiny_qwen3, dtype="float32")
     tokens, mask = hf.left_padded_batch(seed=3, batch=2, length=10)
     chunked = SamplingConfig(max_new_tokens=140, temperature=1.0, decode_chunks=8)

@@ -8,12 +8,14 @@ import optax
 import pytest
 
 from sdft_jax import sharding as shd
-from sdft_jax.hlo import collectives_in_loops
+from sdft_jax.runtime.hlo import collectives_in_loops
 from sdft_jax.model import load_pretrained, param_shardings
-from sdft_jax.sampler import SamplingConfig, make_generate
-from sdft_jax.step import INPUTS, _parts, make_step, phase_step
-from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
-from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
+from sdft_jax.core.sampler import SamplingConfig, make_generate
+from sdft_jax.core import methods
+from sdft_jax.core.step import make_rollout, make_step, phase_step
+from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer, state_shardings
+from sdft_jax.core.methods import sequences
+from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 from tests import hf_fixtures as hf
 from tests.test_train_step import _copy
 
@@ -38,17 +40,17 @@ def _state(model, sc, sgd=False):
 
 
 def _separate(model, sc, inputs, key, generations=1):
-    """Today's three programs: jitted generate, sdft_batch, jitted train step (prompts repeated by hand)."""
+    """Today's three programs: jitted generate, sequences, jitted train step (prompts repeated by hand)."""
     tx, state = _state(model, sc)
     rep = {k: jnp.asarray(np.repeat(v, generations, axis=0)) for k, v in inputs.items()}
     rollout = None
     if sc.method == "sdft":
         rollout = make_generate(model.graphdef, model.config, SAMPLING)(
             state.params, rep["student_prompt"], rep["student_prompt_mask"], key)
-        batch = sdft_batch(rep["student_prompt"], rep["student_prompt_mask"], rep["teacher_prompt"],
+        batch = sequences(rep["student_prompt"], rep["student_prompt_mask"], rep["teacher_prompt"],
                            rep["teacher_prompt_mask"], rollout.tokens, rollout.mask, rollout.model_logprobs)
     else:
-        batch = sdft_batch(rep["student_prompt"], rep["student_prompt_mask"], None, None, rep["target"],
+        batch = sequences(rep["student_prompt"], rep["student_prompt_mask"], None, None, rep["target"],
                            rep["target_mask"])
     state, metrics = jit_train_step(make_train_step(model.graphdef, sc, tx))(state, batch)
     return state, metrics, rollout
@@ -57,7 +59,7 @@ def _separate(model, sc, inputs, key, generations=1):
 def _fused(model, sc, inputs, key, generations=1, sgd=False):
     tx, state = _state(model, sc, sgd)
     step = make_step(model.graphdef, model.config, sc, SAMPLING, tx, num_generations=generations)
-    return step(state, {k: jnp.asarray(inputs[k]) for k in INPUTS[sc.method]}, key)
+    return step(state, {k: jnp.asarray(inputs[k]) for k in methods.get(sc.method).inputs}, key)
 
 
 @pytest.mark.parametrize("method,micro,generations", [("sdft", 1, 1), ("sdft", 2, 1), ("sdft", 2, 2),
@@ -85,7 +87,7 @@ def test_fused_step_equals_the_separate_programs(tiny_qwen2, method, micro, gene
 def test_phase_step_equals_the_fused_step_and_times_both_phases(tiny_qwen2):
     model = load_pretrained(tiny_qwen2, "float32", tokenizer=False)
     sc = StepConfig()
-    inputs, key = {k: jnp.asarray(v) for k, v in _inputs().items() if k in INPUTS["sdft"]}, jax.random.key(1)
+    inputs, key = {k: jnp.asarray(v) for k, v in _inputs().items() if k in methods.SDFT.inputs}, jax.random.key(1)
     tx, state = _state(model, sc)
     f_state, f_metrics, _ = make_step(model.graphdef, model.config, sc, SAMPLING, tx)(state, inputs, key)
     tx, state = _state(model, sc)
@@ -99,7 +101,7 @@ def _mesh_setup(model, sc, mesh, inputs, sgd=False):
     st_sh = state_shardings(state, param_shardings(model.config, mesh, model.params), mesh)
     kw = dict(state_shardings=st_sh, input_sharding=shd.batch_sharding(mesh, 1), metrics_sharding=shd.replicated(mesh),
               decode_shardings=param_shardings(model.config, mesh, model.params, shd.DECODE_RULES))
-    g = {k: jax.device_put(jnp.asarray(inputs[k]), shd.batch_sharding(mesh, 2)) for k in INPUTS[sc.method]}
+    g = {k: jax.device_put(jnp.asarray(inputs[k]), shd.batch_sharding(mesh, 2)) for k in methods.get(sc.method).inputs}
     return tx, jax.device_put(state, st_sh), st_sh, kw, g
 
 
@@ -128,7 +130,7 @@ def _loop_collectives(model, sc, mesh, inputs, decode: bool):
     tx, state, st_sh, kw, g = _mesh_setup(model, sc, mesh, inputs)
     if not decode:
         kw["decode_shardings"] = None
-    rollout = _parts(model.graphdef, model.config, sc, SAMPLING, tx, None, 1, None, kw["decode_shardings"])[0]
+    rollout = make_rollout(model.graphdef, model.config, SAMPLING, 1, None, kw["decode_shardings"])
     text = jax.jit(rollout).lower(state, g, jax.random.key(0)).compile().as_text()
     return collectives_in_loops(text)
 

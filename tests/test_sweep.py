@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from sdft_jax.sweep import SweepError, grid, parse_axis, point_name, run_sweep
+from sdft_jax.programs.registry import run_program
+from sdft_jax.programs.sweep import SweepError, grid, parse_axis, point_name, run_sweep
 from tests.test_train import REPO, _env, _metrics, _tiny
 
 
@@ -27,13 +28,13 @@ def test_axes_are_typed_like_the_config_and_bad_ones_are_named():
 
 def test_bad_value_at_any_point_fails_before_the_first_run(tmp_path):
     with pytest.raises(SweepError, match=r"sweep point optim.lr=-1.0: optim.lr: must be > 0"):
-        run_sweep(_tiny(), str(tmp_path), ["optim.lr=[1e-3,-1]"])
+        run_sweep(_tiny(), str(tmp_path), ["optim.lr=[1e-3,-1]"], run_program)
     assert not os.path.exists(tmp_path / "optim.lr=0.001")
 
 
 def test_grid_runs_each_point_in_its_folder_and_a_rerun_skips_them(tmp_path):
     base = _tiny(steps=2, **{"optim.warmup_steps": 0, "checkpoint.every": 2, "eval.every": 0, "log.samples_every": 0})
-    rows = run_sweep(base, str(tmp_path), ["optim.lr=[1e-3,1e-2]", "method=[sdft,sft]"], say=lambda m: None)
+    rows = run_sweep(base, str(tmp_path), ["optim.lr=[1e-3,1e-2]", "method=[sdft,sft]"], run_program, say=lambda m: None)
     names = ["optim.lr=0.001,method=sdft", "optim.lr=0.001,method=sft", "optim.lr=0.01,method=sdft",
              "optim.lr=0.01,method=sft"]
     assert [point_name(r["point"]) for r in rows] == names
@@ -47,7 +48,7 @@ def test_grid_runs_each_point_in_its_folder_and_a_rerun_skips_them(tmp_path):
     table = (tmp_path / "summary.md").read_text().splitlines()
     assert table[0].startswith("| optim.lr | method | step | loss") and len(table) == 2 + 4
     messages = []
-    again = run_sweep(base, str(tmp_path), ["optim.lr=[1e-3,1e-2]", "method=[sdft,sft]"], say=messages.append)
+    again = run_sweep(base, str(tmp_path), ["optim.lr=[1e-3,1e-2]", "method=[sdft,sft]"], run_program, say=messages.append)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in rows]
     assert sum("skipped" in m for m in messages) == 4
 
@@ -97,15 +98,15 @@ def test_a_failed_point_is_recorded_retried_only_when_asked_and_the_sweep_exits_
     others still run; the exit status says so; a rerun retries it only with --retry_failed."""
     base = _tiny(steps=2, **{"checkpoint.every": 2, "eval.every": 0, "log.samples_every": 0})
     said = []
-    rows = run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], say=said.append)
+    rows = run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], run_program, say=said.append)
     assert rows[0]["status"].startswith("failed: data path") and "nope.jsonl" in rows[0]["status"]
     assert rows[1]["status"] == "done" and rows[1]["metrics"]["step"] == 2
     assert "1 failed" in said[-1]
     said.clear()
-    run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], say=said.append)
+    run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], run_program, say=said.append)
     assert any("failed: data path" in m and "before, skipped (--retry_failed" in m for m in said)
     said.clear()
-    rows = run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], say=said.append,
+    rows = run_sweep(base, str(tmp_path), [f"data.path=[{tmp_path}/nope.jsonl,{base.data.path}]"], run_program, say=said.append,
                      retry_failed=True)
     assert rows[0]["status"].startswith("failed: data path") and not any("nope.jsonl: failed" in m and "skipped" in m
                                                                           for m in said)
@@ -124,7 +125,7 @@ def test_changed_base_overrides_are_refused_naming_the_keys_or_run_in_new_folder
         "optim.lr=0.0001 (method: sdft -> sft). Rerun with --rerun_changed to run them in new folders, or use "
         "another --workdir"]
     base = _tiny(method="sft", **{"log.samples_every": 0})
-    rows = run_sweep(base, workdir, ["optim.lr=[1e-4]"], say=lambda m: None, rerun_changed=True)
+    rows = run_sweep(base, workdir, ["optim.lr=[1e-4]"], run_program, say=lambda m: None, rerun_changed=True)
     folder = rows[0]["folder"]
     assert folder.startswith("optim.lr=0.0001@") and rows[0]["status"] == "done"
     assert json.load(open(os.path.join(workdir, folder, "config.json")))["method"] == "sft"
@@ -145,7 +146,7 @@ def test_a_point_killed_while_exporting_is_not_done_and_its_rerun_reports_its_re
     weights = os.path.join(point, "export", "model.safetensors")
     with open(weights, "r+b") as f:
         f.truncate(os.path.getsize(weights) // 2)
-    rows = run_sweep(_tiny(), workdir, ["optim.lr=[1e30,1e-4]"], say=lambda m: None)
+    rows = run_sweep(_tiny(), workdir, ["optim.lr=[1e30,1e-4]"], run_program, say=lambda m: None)
     assert rows[1]["status"] == "done"
     assert rows[1]["metrics"] == done["metrics"]
     from tests.hf_fixtures import reload_hf

@@ -10,24 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from sdft_jax.train import run
+from sdft_jax.programs.train import run
+from tests import run_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(**overrides):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("tiny_cfg", os.path.join(REPO, "configs", "tiny.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return run_configs.load("tiny", None, **overrides)
 
 
 def _metrics(workdir):
@@ -201,7 +191,7 @@ def test_two_processes_reproduce_one_process(tmp_path):
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, every):
     """every=3: most steps are checked one step late (the host reads metrics behind the device);
     still nothing at or after the bad step is saved or logged."""
-    from sdft_jax.train import TrainingDiverged
+    from sdft_jax.programs.train import TrainingDiverged
     workdir = str(tmp_path / "nan")
     # An absurd learning rate blows the weights up within a few steps.
     c = _tiny(steps=12, **{"optim.lr": 1e12, "optim.warmup_steps": 0, "optim.grad_clip": 1e30,

@@ -6,11 +6,12 @@ import optax
 import pytest
 import torch
 
-from sdft_jax import losses
+from sdft_jax.core import losses
 from sdft_jax import sharding as shd
 from sdft_jax.model import load_pretrained
-from sdft_jax.train_state import OptimConfig, init_state, make_optimizer, state_shardings
-from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step, sdft_batch
+from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer, state_shardings
+from sdft_jax.core.methods import sequences
+from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 from tests import hf_fixtures as hf
 
 
@@ -30,7 +31,7 @@ def _batch(seed=0, B=4, Ps=8, Pt=14, N=10):
     for i in range(B):
         cmask[i, r.randint(4, N + 1):] = 0
     comp = np.where(cmask, r.randint(0, hf.VOCAB, (B, N)), 0)
-    return sdft_batch(sp, sm, tp, tm, jnp.asarray(comp), jnp.asarray(cmask),
+    return sequences(sp, sm, tp, tm, jnp.asarray(comp), jnp.asarray(cmask),
                       jnp.asarray(-r.rand(B, N), jnp.float32))
 
 
@@ -107,7 +108,7 @@ def test_live_teacher_differentiates_only_through_the_student(tiny_qwen3):
     model, _, state = _setup(tiny_qwen3, sc)
     batch = _batch(seed=1)
     n = batch["completion_mask"].shape[1]
-    from sdft_jax.train_step import _micro_loss
+    from sdft_jax.core.update import _micro_loss
     grads = jax.grad(lambda p: _micro_loss(p, p, batch, model.graphdef, sc, None)[0])(state.params)
 
     teacher_logits = model.apply(state.params, batch["teacher_tokens"], batch["teacher_mask"])[:, -n - 1:-1]
@@ -209,6 +210,6 @@ def test_sdft_steps_reduce_the_divergence(tiny_qwen2, kind):
 
 
 def test_learning_rate_schedule_warmup_then_cosine():
-    from sdft_jax.train_state import learning_rate_schedule
+    from sdft_jax.core.train_state import learning_rate_schedule
     sched = learning_rate_schedule(OptimConfig(lr=1.0, warmup_steps=10, total_steps=110))
     np.testing.assert_allclose([float(sched(s)) for s in (0, 5, 10, 60, 110)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)

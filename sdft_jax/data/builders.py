@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
+import hashlib
 import json
 import os
 import re
@@ -128,7 +130,6 @@ def prepare(task: str, path: str | None, data_dir: str, url: str | None = None) 
         raise ValueError(f"data.task={task!r}; expected one of {sorted(BUILDERS)}")
     if path is None and url is None:
         raise ValueError(f"data.path is required for task {task!r} (no download URL given)")
-    import hashlib
     cls = BUILDERS[task]
     if path is not None:
         # Keyed by content: every source file's path, size and mtime (an edited file is rebuilt).
@@ -173,7 +174,6 @@ def _preparing(sub: str):
 
 def _prepared_before(data_dir: str, task: str, path: str) -> bool:
     """Whether some earlier preparation under data_dir came from this task and path."""
-    import glob
     for meta in glob.glob(os.path.join(data_dir, "*", "source.json")):
         with open(meta) as f:
             m = json.load(f)

@@ -18,10 +18,12 @@ import collections
 import dataclasses
 from typing import Iterator, Sequence
 
+import jax
 import numpy as np
 
-from sdft_jax.data import prompts
-from sdft_jax.sampler import default_buckets as buckets_up_to  # a geometric ladder up to the maximum
+from sdft_jax import sharding as shd
+from sdft_jax.data import prompts, records
+from sdft_jax.data.buckets import bucket_length, buckets_up_to, left_pad, right_pad
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Lengths:
     max_student_prompt: int = 1024
     max_teacher_prompt: int = 2048
     max_completion: int = 1024
-    bucket_growth: float = 2.0  # prompt length buckets: see sampler.default_buckets
+    bucket_growth: float = 2.0  # prompt length buckets: see buckets.buckets_up_to
 
     def student_buckets(self) -> tuple[int, ...]:
         return buckets_up_to(self.max_student_prompt, growth=self.bucket_growth)
@@ -102,10 +104,7 @@ def tokenize_example(tokenizer, ex: dict, index: int, lengths: Lengths, template
             stats.skipped["teacher_context_too_long"] += 1
             return None
         stats.teacher_demo_cut += 1
-    # Knowledge rows' demonstration is the teacher's "text and answers" (article + answer); SFT
-    # trains on the question-answer pair (the paper's SFT baseline), so its target is the answer.
-    sft_text = ex["answer"] if ex.get("task") == "knowledge" and ex.get("answer") else ex["demonstration"]
-    target = _ids(tokenizer, sft_text) + [eot]
+    target = _ids(tokenizer, records.sft_target(ex)) + [eot]
     if len(target) > lengths.max_completion:
         target = target[: lengths.max_completion]
         stats.sft_target_cut += 1
@@ -124,30 +123,6 @@ def tokenize_all(source, tokenizer, lengths: Lengths, template: str = prompts.DE
         if progress is not None:
             progress(i + 1, len(source))
     return out, stats
-
-
-def bucket_length(longest: int, buckets: Sequence[int], what: str) -> int:
-    for b in sorted(buckets):
-        if b >= longest:
-            return b
-    raise ValueError(f"{what}: {longest} tokens exceed the largest length bucket {max(buckets)}")
-
-
-def left_pad(rows: list[list[int]], length: int, pad: int):
-    tokens = np.full((len(rows), length), pad, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, r in enumerate(rows):
-        if r:
-            tokens[i, length - len(r):], mask[i, length - len(r):] = r, 1
-    return tokens, mask
-
-
-def right_pad(rows: list[list[int]], length: int, pad: int):
-    tokens = np.full((len(rows), length), pad, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)], mask[i, : len(r)] = r, 1
-    return tokens, mask
 
 
 class Batcher:
@@ -215,8 +190,6 @@ class Batcher:
 
 def to_global(batch: dict, mesh) -> dict:
     """Process-local numpy rows -> global jax.Arrays sharded over the data-parallel axes."""
-    import jax
-    from sdft_jax import sharding as shd
     out = {}
     for k, v in batch.items():
         if isinstance(v, np.ndarray):

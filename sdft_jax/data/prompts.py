@@ -10,8 +10,10 @@ DEFAULT_TEACHER_TEMPLATE = (
     "Now answer with a response of your own, including the thinking process.")
 
 # data.teacher_template takes a name or the template itself. `paper_code` is the released trainer's
-# string (main.py's Template("""...""")), which adds a leading and a trailing newline.
-TEACHER_TEMPLATES = {"paper": DEFAULT_TEACHER_TEMPLATE, "paper_code": "\n" + DEFAULT_TEACHER_TEMPLATE + "\n"}
+# string (main.py's Template("""...""")), which adds a leading and a trailing newline. `none`: the
+# teacher sees the student's own context (classic on-policy distillation from teacher.kind=external).
+TEACHER_TEMPLATES = {"paper": DEFAULT_TEACHER_TEMPLATE, "paper_code": "\n" + DEFAULT_TEACHER_TEMPLATE + "\n",
+                     "none": "{x}"}
 
 
 def named_template(template: str) -> str:
@@ -19,6 +21,8 @@ def named_template(template: str) -> str:
 
 
 def check_template(template: str) -> None:
+    if template == "none":
+        return
     template = named_template(template)
     for slot in ("{x}", "{c}"):
         if slot not in template:

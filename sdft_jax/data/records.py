@@ -8,6 +8,7 @@ JSON for the scorers). A malformed row raises `DataError` naming file, line and 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from typing import Callable, Iterator
@@ -237,6 +238,16 @@ READERS: dict[str, Callable[..., Iterator[Example]]] = {
     "tooluse": read_tooluse, "science": read_science, "medical": read_medical,
     "knowledge": read_knowledge, "demonstrations": read_demonstrations,
 }
+# The field SFT trains on, where it is not the demonstration: a knowledge row's demonstration is the
+# teacher's "text and answer" (article + answer), and the paper's SFT baseline trains on the
+# question-answer pair, so its target is the answer.
+SFT_TARGET_FIELD = {"knowledge": "answer"}
+
+
+def sft_target(ex: Example) -> str:
+    """The text SFT trains on for this row (the demonstration unless its task says otherwise)."""
+    field = SFT_TARGET_FIELD.get(ex.get("task", ""), "demonstration")
+    return ex[field] if ex.get(field) else ex["demonstration"]
 
 
 def data_files(path: str) -> list[str]:
@@ -284,7 +295,6 @@ def read_task(task: str, path: str, skipped: dict | None = None) -> list[Example
 
 def deterministic_split(examples: list[Example], fractions: dict[str, float], seed: int = 0) -> dict[str, list]:
     """Splits by a hash of each example id (stable under reordering and appending)."""
-    import hashlib
     bounds, acc = [], 0.0
     for name, frac in fractions.items():
         acc += frac

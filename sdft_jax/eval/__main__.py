@@ -10,6 +10,10 @@ import json
 import os
 import sys
 
+from sdft_jax.data import prepare
+from sdft_jax.eval.generation import evaluate
+from sdft_jax.model import load_pretrained
+
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA = {"tooluse": "../shared/data/tooluse/sdft_tooluse_eval.jsonl",
                 "science": "../shared/data/science/sdft_science_eval.jsonl",
@@ -35,10 +39,6 @@ def main(argv=None) -> int:
     ap.add_argument("--data_dir", default=os.path.expanduser("~/.cache/sdft_jax/tfds"))
     ap.add_argument("--out", default=None, help="JSONL of (prompt, completion, score)")
     args = ap.parse_args(argv)
-
-    from sdft_jax.data import prepare
-    from sdft_jax.eval.generation import evaluate
-    from sdft_jax.model import load_pretrained
 
     model_path = args.model
     if os.path.isdir(os.path.join(model_path, "export")):

@@ -15,6 +15,11 @@ import json
 import os
 import tempfile
 
+from sdft_jax import sharding as shd
+from sdft_jax.data import Lengths
+from sdft_jax.eval.generation import evaluate
+from sdft_jax.eval.heldout_nll import HeldoutNLL
+
 GENERAL_PROMPTS = (
     "What causes the seasons on Earth?",
     "Explain in two sentences what a prime number is.",
@@ -51,9 +56,6 @@ def _rows(prompts, answers=None) -> list[dict]:
 class BaseAnswerNLL:
     def __init__(self, name: str, ctx, *, answers: str, examples: int = 0, max_new_tokens: int = 0,
                  every: int = 0):
-        from sdft_jax import sharding as shd
-        from sdft_jax.data import Lengths
-        from sdft_jax.eval.heldout_nll import HeldoutNLL
         c = ctx.config
         prompts = GENERAL_PROMPTS[: examples or len(GENERAL_PROMPTS)]
         new_tokens = max_new_tokens or c.sampling.max_new_tokens
@@ -75,7 +77,6 @@ class BaseAnswerNLL:
 
 
 def _write_base_answers(model, prompts, path: str, max_new_tokens: int, max_prompt: int) -> None:
-    from sdft_jax.eval.generation import evaluate
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "answers.jsonl")
         evaluate(model, _rows(prompts), "exact_match", max_new_tokens=max_new_tokens, max_prompt=max_prompt,

@@ -9,6 +9,7 @@ normalized        = (acc - b[j]) / (max over stages of R[.][j] - b[j])   (the pa
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global backend, no open figures
 
 
 def continual_metrics(R, base) -> dict:
@@ -27,14 +28,12 @@ def continual_metrics(R, base) -> dict:
 
 def plot(R, base, task_names, stage_names, path: str, title: str = "") -> None:
     """Accuracy of every task after each stage (raw and normalized), one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     R, base = np.asarray(R, np.float64), np.asarray(base, np.float64)
     norm = np.asarray(continual_metrics(R, base)["normalized"])
     xs = np.arange(len(stage_names) + 1)
     labels = ["base"] + [f"{i + 1}. {name}" for i, name in enumerate(stage_names)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for j, name in enumerate(task_names):
         axes[0].plot(xs, np.concatenate([[base[j]], R[:, j]]), marker="o", label=name)
         axes[1].plot(xs, np.concatenate([[0.0], norm[:, j]]), marker="o", label=name)
@@ -48,4 +47,3 @@ def plot(R, base, task_names, stage_names, path: str, title: str = "") -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

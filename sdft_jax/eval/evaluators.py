@@ -19,13 +19,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import os
 
-from sdft_jax.eval.generation import evaluate
+from sdft_jax.data import prepare
+from sdft_jax.eval import humaneval
 from sdft_jax.eval.base_drift import BaseAnswerNLL
+from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.heldout_nll import HeldoutNLL
-from sdft_jax.eval.humaneval import HumanEvalPass1
 from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.eval.likelihood import LikelihoodScorer, read_mc_jsonl
+from sdft_jax.model import load_pretrained
 
 
 @dataclasses.dataclass
@@ -41,7 +44,6 @@ class EvalContext:
 
 def eval_rows(task: str, path: str, split: str | None, fallback: str, data_dir: str, limit: int) -> list:
     """The first `limit` rows (by id) of the split to evaluate on: `split`, else test, else `fallback`."""
-    from sdft_jax.data import prepare
     source = prepare(task, path, data_dir)
     split = split or ("test" if "test" in source else fallback)
     if split not in source:
@@ -75,6 +77,19 @@ class TaskAccuracy:
         weights = teacher_params if self.context == "teacher" and teacher_params is not None else params
         m = evaluate(self.model, self.rows, self.scorer, params=weights, **self.kwargs)
         return {self.name: m["accuracy"], **{f"{self.name}/{a}": m[f"accuracy:{a}"] for a in self.kwargs["also_scorers"]}}
+
+
+class HumanEvalPass1:
+    """pass@1 over the first `examples` problems (0 = eval.examples), greedy."""
+
+    def __init__(self, name: str, ctx, *, examples: int = 0, max_new_tokens: int = 384, batch_size: int = 8,
+                 every: int = 0):
+        self.name, self.every, self.model = name, every, ctx.model
+        self.rows = humaneval.rows(examples or ctx.config.eval.examples)
+        self.kwargs = dict(max_new_tokens=max_new_tokens, max_prompt=1024, batch_size=batch_size)
+
+    def __call__(self, params, teacher_params=None) -> dict:
+        return {self.name: evaluate(self.model, self.rows, "humaneval", params=params, **self.kwargs)["accuracy"]}
 
 
 class MultipleChoice:
@@ -134,3 +149,10 @@ def evaluate_all(evaluators, params=None, teacher_params=None) -> dict:
     for ev in evaluators:
         out.update(ev(params, teacher_params))
     return out
+
+
+def evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
+    """The checkpoint folder at `path` scored by the evaluators `specs` declares ({name: spec})."""
+    model = load_pretrained(path, dtype=config.model.dtype)
+    ctx = EvalContext(config, model, data_dir=os.path.join(workdir, "tfds"))
+    return evaluate_all([build(name, spec, ctx) for name, spec in specs.items()])

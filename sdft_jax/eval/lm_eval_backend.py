@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from lm_eval.__main__ import cli_evaluate
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from sdft_jax.core.sampler import SamplingConfig, make_generate
+from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 from sdft_jax.eval.likelihood import LikelihoodScorer
+from sdft_jax.model import load_pretrained
+from sdft_jax.model.stop_tokens import stop_token_ids
 
 
 @register_model("sdft_jax")
@@ -21,7 +29,6 @@ class SDFTJaxLM(LM):
     def __init__(self, path: str, dtype: str = "float32", batch_size: int = 8, max_length: int = 2048,
                  max_gen_toks: int = 256, **_unused):
         super().__init__()
-        from sdft_jax.model import load_pretrained
         self.model = load_pretrained(path, dtype=dtype)
         self.scorer = LikelihoodScorer(self.model, batch_size=int(batch_size), max_length=int(max_length))
         self.batch_size, self.max_gen_toks = int(batch_size), int(max_gen_toks)
@@ -33,11 +40,6 @@ class SDFTJaxLM(LM):
         return self.scorer.loglikelihood_rolling([r.args[0] for r in requests])
 
     def generate_until(self, requests):
-        import jax
-        import jax.numpy as jnp
-        import numpy as np
-        from sdft_jax.generate import stop_token_ids
-        from sdft_jax.sampler import SamplingConfig, default_buckets, make_generate, pad_to_bucket
         tok = self.model.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         stops = stop_token_ids(self.model.path or "", tok)
@@ -54,7 +56,7 @@ class SDFTJaxLM(LM):
                 compiled[key] = make_generate(self.model.graphdef, self.model.config, SamplingConfig(
                     max_new_tokens=n, temperature=temperature, stop_ids=stops, pad_id=pad))
             ids = tok(context, add_special_tokens=False).input_ids[-(self.scorer.max_length - n):]
-            tokens, mask = pad_to_bucket([ids], default_buckets(self.scorer.max_length - n, smallest=32), pad)
+            tokens, mask = pad_to_bucket([ids], buckets_up_to(self.scorer.max_length - n, smallest=32), pad)
             r = compiled[key](self.model.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
             out_ids = [int(t) for t in np.asarray(r.tokens)[0, : int(r.lengths[0])] if int(t) not in stops]
             text = tok.decode(out_ids, skip_special_tokens=True)
@@ -65,7 +67,6 @@ class SDFTJaxLM(LM):
 
 
 def main() -> None:
-    from lm_eval.__main__ import cli_evaluate
     cli_evaluate()
 
 

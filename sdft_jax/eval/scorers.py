@@ -11,6 +11,8 @@ import re
 import string
 from typing import Callable
 
+from sdft_jax.eval.humaneval import score as score_humaneval
+
 _ACTION = re.compile(r"Action\s*:\s*(?P<name>[^\n]*?)\s*\n\s*Action\s*Input\s*:\s*(?P<input>.*?)"
                      r"(?=\n\s*(?:Thought|Action|Observation|Final Answer)\s*:|\Z)", re.DOTALL)
 _DECODER = json.JSONDecoder()
@@ -114,7 +116,7 @@ def _mentions(comp: str, fact: str) -> bool:
 
 
 def _score_facts(comp: str, example: dict) -> dict[str, float]:
-    """Rows that list their facts (sdft_jax/knowledge/corpus.py): strict = every `required` fact and
+    """Rows that list their facts (sdft_jax/experiments/knowledge/corpus.py): strict = every `required` fact and
     no `forbidden` one; lenient = at least one required and no forbidden. With `first_of`, the first
     of those names the completion mentions must be a required one (a comparison's winner)."""
     required, forbidden = example["required"], example.get("forbidden") or []
@@ -179,11 +181,6 @@ SCORERS: dict[str, Callable[[str, dict], float]] = {
     "knowledge": score_knowledge, "knowledge_lenient": score_knowledge_lenient,
     "exact_match": score_exact_match, "demonstrations": score_exact_match, "letters": score_letters,
 }
-
-
-def score_humaneval(completion: str, example: dict) -> float:
-    from sdft_jax.eval.humaneval import score
-    return score(completion, example)
 
 
 SCORERS["humaneval"] = score_humaneval

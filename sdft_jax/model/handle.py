@@ -147,6 +147,23 @@ def load_tokenizer(path: str):
         return MissingTokenizer(path, " ".join(str(e).split())[:200])
 
 
+def tokenizer_difference(a, b) -> str:
+    """'' when two tokenizers encode alike (the same vocabulary, ids and special tokens), else the
+    first difference in words: an external teacher scores the student's token ids."""
+    va, vb = a.get_vocab(), b.get_vocab()
+    if len(va) != len(vb):
+        return f"{len(va):,} vs {len(vb):,} tokens"
+    moved = next((tok for tok, i in sorted(va.items(), key=lambda kv: kv[1]) if vb.get(tok) != i), None)
+    if moved is not None:
+        return f"token {moved!r} has id {va[moved]} vs {vb.get(moved)}"
+    for name in ("eos_token", "pad_token", "bos_token"):
+        if getattr(a, name, None) != getattr(b, name, None):
+            return f"{name} {getattr(a, name, None)!r} vs {getattr(b, name, None)!r}"
+    if sorted(a.all_special_tokens) != sorted(b.all_special_tokens):
+        return f"special tokens {sorted(a.all_special_tokens)} vs {sorted(b.all_special_tokens)}"
+    return ""
+
+
 def model_config(hf_config: dict, source: str, *, dtype: str = "bfloat16", compute_dtype: str | None = None,
                  remat: str = "none", scan_layers: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
                  lora_targets: tuple[str, ...] = (), base_quant: str = "", attention: str = "xla") -> ModelConfig:

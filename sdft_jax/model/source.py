@@ -10,7 +10,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
 
-from sdft_jax.cache import is_remote, local_copy, plain_path
+from sdft_jax.runtime.cache import is_remote, local_copy, plain_path
 
 # What a model folder needs: config, tokenizer (chat templates are *.jinja in transformers 5), weights
 # (never *.bin / *.pth / ONNX / GGUF copies).

@@ -42,7 +42,7 @@ def test_kl_to_base_is_zero_at_the_base_and_matches_transformers(tiny_qwen2, tmp
 
 def test_kl_to_base_in_a_run_grows_from_zero(tmp_path):
     """Declared in config.evals; the base copy survives the step's donation of the state."""
-    from sdft_jax.train import run
+    from sdft_jax.programs.train import run
     from tests.test_train import _metrics
     c = _tiny(**{"log.samples_every": 0})
     c.evals.kl = dict(type="kl_to_base", examples=8, max_new_tokens=8, every=3)

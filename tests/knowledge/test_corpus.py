@@ -4,7 +4,7 @@ right, partial and wrong answers."""
 import json
 
 from sdft_jax.eval.scorers import score_knowledge_detailed
-from sdft_jax.knowledge import corpus
+from sdft_jax.experiments.knowledge import corpus
 
 
 def test_same_seed_same_corpus_other_seed_other_facts():

@@ -1,8 +1,8 @@
-"""The teacher diagnosis (sdft_jax.knowledge.diagnose): where the fact starts in a completion, and
+"""The teacher diagnosis (sdft_jax.experiments.knowledge.diagnose): where the fact starts in a completion, and
 the script end to end on the tiny model (three contexts, two first-token measurements)."""
 import json
 
-from sdft_jax.knowledge import diagnose
+from sdft_jax.experiments.knowledge import diagnose
 from tests import hf_fixtures
 
 

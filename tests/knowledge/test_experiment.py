@@ -4,7 +4,7 @@ import importlib.util
 import json
 import os
 
-from sdft_jax.programs import run_program
+from sdft_jax.programs.registry import run_program
 from tests.test_train import REPO
 
 
@@ -39,8 +39,8 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| base |" in table and "| SDFT (optim.lr=" in table and "teacher ceiling" in table
     assert os.path.getsize(tmp_path / "run" / "results.png") > 10_000
-    from sdft_jax.doc_block import BEGIN, END
-    from sdft_jax.knowledge import report
+    from sdft_jax.runtime.doc_block import BEGIN, END
+    from sdft_jax.experiments.knowledge import report
     doc = tmp_path / "EXPERIMENTS.md"
     doc.write_text(f"hypothesis\n{BEGIN}\nold\n{END}\n")
     assert report.main([str(tmp_path / "run"), "--update", str(doc), "--figure", str(tmp_path / "k.png")]) == 0
@@ -50,7 +50,7 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     assert (f"| SFT | 80 | 95 | 80 | {100 * sft['heldout']:.1f} | {100 * sft['heldout/knowledge_lenient']:.1f} | "
             f"{100 * sft['ood']:.1f} |") in text
     messages = []  # a rerun redoes nothing
-    monkeypatch.setattr("sdft_jax.compare.say", messages.append)
+    monkeypatch.setattr("sdft_jax.programs.compare.say", messages.append)
     assert run_program(c, str(tmp_path / "run"))["methods"] == results["methods"]
     assert not any("test evaluations" in m and "chose" not in m for m in messages)
 

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from sdft_jax.model import load_pretrained, lora
-from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
-from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step
+from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer
+from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 from tests import hf_fixtures as hf
 from tests.test_train_step import _batch, _copy
 
@@ -121,7 +121,7 @@ def test_frozen_teacher_is_the_base_and_sharded_lora_step_equals_single_device(t
     LoRA step (adapters and base sharded by their logical axes) equals the single-device one."""
     from sdft_jax import sharding as shd
     from sdft_jax.model import param_shardings
-    from sdft_jax.train_state import state_shardings
+    from sdft_jax.core.train_state import state_shardings
     sc = StepConfig(teacher_kind="frozen")
     tx = optax.sgd(1.0)
     batch = _batch(seed=3, B=8)

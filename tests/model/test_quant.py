@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sdft_jax.model import load_pretrained, lora, quant
-from sdft_jax.train_state import OptimConfig, init_state, make_optimizer
-from sdft_jax.train_step import StepConfig, jit_train_step, make_train_step
+from sdft_jax.core.train_state import OptimConfig, init_state, make_optimizer
+from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 from tests import hf_fixtures as hf
 from tests.test_train_step import _batch, _copy
 

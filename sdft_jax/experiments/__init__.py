@@ -1,0 +1,1 @@
+"""Experiments built on the programs: the demo world and the knowledge-acquisition study."""

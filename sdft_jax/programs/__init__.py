@@ -1,0 +1,1 @@
+"""The programs a config declares (train, continual, compare) and the sweep that repeats them."""

@@ -1,0 +1,1 @@
+"""What a run needs around the algorithm: checkpoints, logs, locks, caches, memory checks, the host."""
