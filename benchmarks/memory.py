@@ -66,13 +66,10 @@ def main():
     from sdft_jax.core.train_state import OptimConfig, abstract_state, make_optimizer
     from sdft_jax.core.update import StepConfig, make_train_step
 
-    if args.query_block:  # the model exposes no setting for it: a module constant
-        from sdft_jax.model import transformer
-        transformer.QUERY_BLOCK = args.query_block
     quantized = args.base_dtype in ("int8", "nf4")
-    lora_kw = {}
+    lora_kw = dict(query_block=args.query_block) if args.query_block else {}  # the model's default otherwise
     if args.lora_rank:
-        lora_kw = dict(lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
+        lora_kw.update(lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
                        base_quant=args.base_dtype if quantized else "")
         args.param_dtype = "bfloat16" if quantized else args.base_dtype
     cfg = ModelConfig.from_hf_dict(MODELS[args.model], param_dtype=args.param_dtype, dtype="bfloat16",

@@ -57,15 +57,13 @@ def main():
     from sdft_jax.core.methods import sequences
     from sdft_jax.core.update import StepConfig, jit_train_step, make_train_step
 
-    if args.query_block:  # the model exposes no setting for it: a module constant
-        from sdft_jax.model import transformer
-        transformer.QUERY_BLOCK = args.query_block
+    block = dict(query_block=args.query_block) if args.query_block else {}  # the model's default otherwise
     path = args.model
     if path == "tiny":  # configs/tiny.py's random Qwen2, built once under $SDFT_JAX_CACHE
         from configs.tiny import materialize
         path = materialize(0)[0]
     mesh = shd.make_mesh(1, -1, 1)
-    model = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat)
+    model = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat, **block)
     B, Ps, N = args.prompts, args.student_prompt, args.completion
     Pt = Ps + args.demonstration + 32  # + the template's words
     V = model.config.vocab_size
@@ -131,7 +129,7 @@ def main():
           f"completion tokens/s (SDFT) = {B * N / (t_gen + t_sdft):,.0f}")
     if args.lora_rank:
         quantized = args.base_dtype in ("int8", "nf4")
-        lm = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat, lora_rank=args.lora_rank,
+        lm = load_pretrained(path, dtype=args.dtype, mesh=mesh, remat=args.remat, **block, lora_rank=args.lora_rank,
                              lora_targets=("q", "k", "v", "o", "gate", "up", "down"),
                              base_quant=args.base_dtype if quantized else "")
         t_lora = {k: median_seconds(state_and_step(k, lm), args.repeats) for k in ("sdft", "sft")}

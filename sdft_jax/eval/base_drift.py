@@ -56,16 +56,16 @@ def _rows(prompts, answers=None) -> list[dict]:
 class BaseAnswerNLL:
     def __init__(self, name: str, ctx, *, answers: str, examples: int = 0, max_new_tokens: int = 0,
                  every: int = 0):
-        c = ctx.config
+        c = ctx.defaults
         prompts = GENERAL_PROMPTS[: examples or len(GENERAL_PROMPTS)]
-        new_tokens = max_new_tokens or c.sampling.max_new_tokens
+        new_tokens = max_new_tokens or c.max_new_tokens
         if not os.path.isfile(answers):
-            _write_base_answers(ctx.model, prompts, answers, new_tokens, c.data.max_student_prompt)
+            _write_base_answers(ctx.model, prompts, answers, new_tokens, c.max_student_prompt)
         rows = [json.loads(line) for line in open(answers)]
         # Every answer whole, with its end-of-turn token: the value depends on the file alone.
         tok = ctx.model.tokenizer
         longest = max(len(tok(r["demonstration"], add_special_tokens=False).input_ids) for r in rows)
-        lengths = Lengths(c.data.max_student_prompt, c.data.max_teacher_prompt, longest + 1, c.data.bucket_growth)
+        lengths = Lengths(c.max_student_prompt, c.max_teacher_prompt, longest + 1, c.bucket_growth)
         ctx = dataclasses.replace(ctx, mesh=ctx.mesh or shd.single_device_mesh(), lengths=lengths,
                                   source={"general": rows})
         self._nll = HeldoutNLL(name, ctx, split="general", examples=len(rows), context="student")

@@ -17,29 +17,18 @@ last step) and the loop logs
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import os
 
 from sdft_jax.data import prepare
 from sdft_jax.eval import humaneval
 from sdft_jax.eval.base_drift import BaseAnswerNLL
+from sdft_jax.eval.context import EvalContext, EvalDefaults
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.heldout_nll import HeldoutNLL
 from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.eval.likelihood import LikelihoodScorer, read_mc_jsonl
 from sdft_jax.model import load_pretrained
-
-
-@dataclasses.dataclass
-class EvalContext:
-    """What evaluators may read: the run's config, model, mesh, lengths and prepared training data."""
-    config: object
-    model: object
-    mesh: object = None
-    lengths: object = None
-    source: dict = dataclasses.field(default_factory=dict)
-    data_dir: str = ""
 
 
 def eval_rows(task: str, path: str, split: str | None, fallback: str, data_dir: str, limit: int) -> list:
@@ -62,14 +51,14 @@ class TaskAccuracy:
     def __init__(self, name: str, ctx: EvalContext, *, task: str = "", path: str = "", split: str = "",
                  fallback_split: str = "train", scorer: str = "", examples: int = 0, context: str = "student",
                  max_new_tokens: int = 0, batch_size: int = 8, every: int = 0, also_scorers: tuple = ()):
-        c = ctx.config
-        task, path = task or c.data.task, path or c.data.path
+        c = ctx.defaults
+        task, path = task or c.task, path or c.path
         self.name, self.every, self.context, self.model = name, every, context, ctx.model
         self.scorer = scorer or ("exact_match" if task == "demonstrations" else task)  # the task's own scorer
-        self.rows = eval_rows(task, path, split or None, fallback_split, ctx.data_dir, examples or c.eval.examples)
-        self.kwargs = dict(with_demonstration=context == "teacher", template=c.data.teacher_template,
-                           max_new_tokens=max_new_tokens or c.sampling.max_new_tokens,
-                           max_prompt=c.data.max_teacher_prompt if context == "teacher" else c.data.max_student_prompt,
+        self.rows = eval_rows(task, path, split or None, fallback_split, ctx.data_dir, examples or c.examples)
+        self.kwargs = dict(with_demonstration=context == "teacher", template=c.teacher_template,
+                           max_new_tokens=max_new_tokens or c.max_new_tokens,
+                           max_prompt=c.max_teacher_prompt if context == "teacher" else c.max_student_prompt,
                            batch_size=batch_size, also_scorers=tuple(also_scorers))
 
     def __call__(self, params, teacher_params=None) -> dict:
@@ -85,7 +74,7 @@ class HumanEvalPass1:
     def __init__(self, name: str, ctx, *, examples: int = 0, max_new_tokens: int = 384, batch_size: int = 8,
                  every: int = 0):
         self.name, self.every, self.model = name, every, ctx.model
-        self.rows = humaneval.rows(examples or ctx.config.eval.examples)
+        self.rows = humaneval.rows(examples or ctx.defaults.examples)
         self.kwargs = dict(max_new_tokens=max_new_tokens, max_prompt=1024, batch_size=batch_size)
 
     def __call__(self, params, teacher_params=None) -> dict:
@@ -126,7 +115,7 @@ def build(name: str, spec, ctx: EvalContext):
     check_spec(name, spec)
     kind = spec.pop("type")
     ev = TYPES[kind](name, ctx, **spec)
-    ev.every = ev.every or ctx.config.eval.every
+    ev.every = ev.every or ctx.defaults.every
     return ev
 
 
@@ -136,9 +125,9 @@ def from_config(config, ctx: EvalContext) -> list:
     out = []
     for name, spec in (config.get("evals") or {}).items():
         check_spec(name, spec)
-        if not (spec.get("every") or config.eval.every):
+        if not (spec.get("every") or ctx.defaults.every):
             continue
-        if spec["type"] == "heldout_nll" and not (spec.get("split") or config.data.eval_split):
+        if spec["type"] == "heldout_nll" and not (spec.get("split") or ctx.defaults.eval_split):
             continue
         out.append(build(name, spec, ctx))
     return out
@@ -153,6 +142,7 @@ def evaluate_all(evaluators, params=None, teacher_params=None) -> dict:
 
 def evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
     """The checkpoint folder at `path` scored by the evaluators `specs` declares ({name: spec})."""
-    model = load_pretrained(path, dtype=config.model.dtype)
-    ctx = EvalContext(config, model, data_dir=os.path.join(workdir, "tfds"))
+    defaults = EvalDefaults.of(config)
+    model = load_pretrained(path, dtype=defaults.model_dtype)
+    ctx = EvalContext(defaults, model, data_dir=os.path.join(workdir, "tfds"))
     return evaluate_all([build(name, spec, ctx) for name, spec in specs.items()])

@@ -38,13 +38,13 @@ def nll_program(graphdef, n_target: int, mesh=None):
 class HeldoutNLL:
     def __init__(self, name: str, ctx, *, split: str = "", examples: int = 0, context: str = "student",
                  every: int = 0):
-        split = split or ctx.config.data.eval_split
+        split = split or ctx.defaults.eval_split
         if split not in ctx.source:
             raise ValueError(f"evals.{name}.split={split!r} is not in the prepared splits {sorted(ctx.source)}")
         self.name, self.every, self.context = name, every, context
         source, lengths, model = ctx.source[split], ctx.lengths, ctx.model
-        n = min(len(source), examples or ctx.config.eval.examples)
-        rows, _ = tokenize_all([source[i] for i in range(n)], model.tokenizer, lengths, ctx.config.data.teacher_template)
+        n = min(len(source), examples or ctx.defaults.examples)
+        rows, _ = tokenize_all([source[i] for i in range(n)], model.tokenizer, lengths, ctx.defaults.teacher_template)
         if not rows:
             raise ValueError(f"evals.{name}: no held-out example fits the configured lengths")
         dp = ctx.mesh.shape["data"] * ctx.mesh.shape["fsdp"]

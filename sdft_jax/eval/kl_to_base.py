@@ -25,13 +25,13 @@ from sdft_jax.core.update import completion_hidden
 class KLToBase:
     def __init__(self, name: str, ctx, *, split: str = "", examples: int = 0, max_new_tokens: int = 0,
                  batch_size: int = 8, seed: int = 0, every: int = 0):
-        c, model = ctx.config, ctx.model
-        split = split or c.data.eval_split or c.data.split
+        c, model = ctx.defaults, ctx.model
+        split = split or c.eval_split or c.split
         if split not in ctx.source:
             raise ValueError(f"evals.{name}.split={split!r} is not in the prepared splits {sorted(ctx.source)}")
         source = ctx.source[split]
-        rows, _ = tokenize_all([source[i] for i in range(min(len(source), examples or c.eval.examples))],
-                               model.tokenizer, ctx.lengths, c.data.teacher_template)
+        rows, _ = tokenize_all([source[i] for i in range(min(len(source), examples or c.examples))],
+                               model.tokenizer, ctx.lengths, c.teacher_template)
         if not rows:
             raise ValueError(f"evals.{name}: no prompt fits the configured lengths")
         self.name, self.every, self.seed, self.batch_size = name, every, seed, batch_size
@@ -39,7 +39,7 @@ class KLToBase:
         self.buckets = ctx.lengths.student_buckets()
         self.pad = model.tokenizer.pad_token_id or 0
         self.base = jax.tree.map(jnp.copy, model.params)
-        sc = SamplingConfig(max_new_tokens=max_new_tokens or c.sampling.max_new_tokens, temperature=1.0,
+        sc = SamplingConfig(max_new_tokens=max_new_tokens or c.max_new_tokens, temperature=1.0,
                             stop_ids=stop_token_ids(model.path or "", model.tokenizer), pad_id=self.pad)
         self._generate = make_generate(model.graphdef, model.config, sc)
         graphdef = model.graphdef

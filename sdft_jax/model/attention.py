@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 _TARGETS: list[str] = []  # platforms being compiled for ahead of time (sdft_jax.aot), innermost last
@@ -81,6 +82,7 @@ def _block(n: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _splash_kernel(groups: int, T: int, interpret: bool):
+    # Pallas' TPU ops, imported only when splash is chosen (they pull in Mosaic; CPU/GPU runs never need them).
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
     b = _block(T)
@@ -108,7 +110,6 @@ def splash_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, interpret: boo
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxS)
-    from jax.sharding import PartitionSpec as P
     rows = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
     heads = "tensor" if "tensor" in mesh.axis_names else None
     qkv = P(rows, None, heads, None)
@@ -117,6 +118,7 @@ def splash_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, interpret: boo
 
 
 def _splash_local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxS, interpret: bool):
+    # Pallas' TPU ops, imported only when splash runs.
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     B, T0, N, H = q_BxTxNxH.shape
     K = k_BxSxKxH.shape[2]

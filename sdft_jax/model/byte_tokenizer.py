@@ -26,6 +26,7 @@ def _byte_alphabet() -> list[str]:
 
 def byte_tokenizer(save_dir: str | None = None, chat_template: str = QWEN_CHAT_TEMPLATE):
     """Byte-level BPE without merges: token id = byte value; Qwen special tokens at 256-258."""
+    # Here: transformers takes seconds to import, and BYTE_VOCAB is read by modules that never build one.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}

@@ -50,6 +50,7 @@ class ModelConfig:
     remat: str = "none"
     scan_layers: bool = True
     attention: str = "xla"  # xla | cudnn | splash: the cache-less forwards' kernel (model/attention.py)
+    query_block: int = 256  # xla's cache-less causal attention runs in query blocks of this many slots
     # LoRA (model/lora.py): rank 0 = off; W x + (alpha / rank) * B A x on each target projection.
     lora_rank: int = 0
     lora_alpha: float = 16.0

@@ -136,7 +136,7 @@ class MissingTokenizer:
 
 
 def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # here: transformers takes seconds to import; only loading needs it
     files = os.listdir(path) if os.path.isdir(path) else []
     # transformers 5 silently builds an EMPTY tokenizer from a folder without vocabulary files.
     if not any(f in _VOCAB_FILES or f.endswith(".tiktoken") for f in files):
@@ -166,19 +166,20 @@ def tokenizer_difference(a, b) -> str:
 
 def model_config(hf_config: dict, source: str, *, dtype: str = "bfloat16", compute_dtype: str | None = None,
                  remat: str = "none", scan_layers: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
-                 lora_targets: tuple[str, ...] = (), base_quant: str = "", attention: str = "xla") -> ModelConfig:
+                 lora_targets: tuple[str, ...] = (), base_quant: str = "", attention: str = "xla",
+                 query_block: int = 256) -> ModelConfig:
     """The ModelConfig load_pretrained builds from a config.json and its options (no weights read)."""
     return ModelConfig.from_hf_dict(hf_config, source=source, param_dtype=dtype, dtype=compute_dtype or dtype,
                                     remat=remat, scan_layers=scan_layers, lora_rank=lora_rank, lora_alpha=lora_alpha,
                                     lora_targets=tuple(lora_targets) if lora_rank else (), base_quant=base_quant,
-                                    attention=attention)
+                                    attention=attention, query_block=query_block)
 
 
 def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None, *,
                     compute_dtype: str | None = None, remat: str = "none", scan_layers: bool = True,
                     rules=shd.TRAIN_RULES, tokenizer: bool = True, lora_rank: int = 0, lora_alpha: float = 16.0,
                     lora_targets: tuple[str, ...] = (), lora_seed: int = 0, base_quant: str = "",
-                    attention: str = "xla") -> PretrainedModel:
+                    attention: str = "xla", query_block: int = 256) -> PretrainedModel:
     """Loads an HF model (a local folder, hub id or remote folder: model/source.py) straight into
     the mesh's parameter sharding.
 
@@ -193,7 +194,8 @@ def load_pretrained(path: str, dtype: str = "bfloat16", mesh: Mesh | None = None
     hf_config = read_hf_config(path)
     cfg = model_config(hf_config, os.path.join(path, "config.json"), dtype=dtype, compute_dtype=compute_dtype,
                        remat=remat, scan_layers=scan_layers, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                       lora_targets=lora_targets, base_quant=base_quant, attention=attention)
+                       lora_targets=lora_targets, base_quant=base_quant, attention=attention,
+                       query_block=query_block)
     mesh = mesh or shd.single_device_mesh()
     graphdef, abstract = abstract_model(cfg)
     adapter_sh, base_sh = lora.split_adapters(param_shardings(cfg, mesh, abstract, rules))

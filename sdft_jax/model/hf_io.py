@@ -14,6 +14,7 @@ import shutil
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Sharding
 
 from sdft_jax.model.config import ModelConfig
@@ -102,7 +103,6 @@ def _unflatten(flat: dict[tuple[str, ...], object]) -> dict:
 
 def _to_host(x) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from sdft_jax.model import quant
 from sdft_jax.model.config import LORA_TARGETS, ModelConfig
 
 
@@ -61,7 +62,6 @@ def _lora_rows(target: str, base: ParamSpec, module: str) -> dict[str, ParamSpec
 
 def _quantized_rows(target: str, base: ParamSpec) -> dict[str, ParamSpec]:
     """A QLoRA base projection: codes + scales (quant.py) instead of the weight itself."""
-    from sdft_jax.model import quant
     on = lambda c: bool(c.base_quant)  # noqa: E731
     return {f"{target}_qcodes": ParamSpec(lambda c: quant.code_shapes(c.base_quant, base.shape(c))[0], base.axes,
                                           base.hf, "zeros", True, on, quantized="codes"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from sdft_jax.model.byte_tokenizer import BYTE_VOCAB, byte_tokenizer
 
@@ -23,6 +24,8 @@ def build_random_checkpoint(path: str, seed: int = 0, tokenizer=None, **arch) ->
     Safe when several processes build the same folder at once (each writes its own, one wins)."""
     if os.path.isfile(os.path.join(path, "config.json")):
         return path
+    # Here, not at the top: benchmarks/memory.py reads qwen2_hf_config before it may import JAX (it sets
+    # XLA_FLAGS first), and a config file's qwen2_hf_config must not start JAX either.
     from sdft_jax.model import ModelConfig, init_params
     from sdft_jax.model.hf_io import save_params
     hf_config = qwen2_hf_config(**arch)
@@ -34,6 +37,5 @@ def build_random_checkpoint(path: str, seed: int = 0, tokenizer=None, **arch) ->
     try:
         os.replace(tmp, path)
     except OSError:  # another process finished first: keep its folder
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     return path

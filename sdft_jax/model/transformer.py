@@ -192,14 +192,11 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_BxTxD, kv, *, sin, cos, mask):
     return x_BxTxD + _proj(cfg, p, "down", mlp_BxTxF), new_kv
 
 
-QUERY_BLOCK = 256
-
-
 def causal_block_attention(q, k, v, mask, cfg: ModelConfig, block: int | None = None):
     """Causal attention in query blocks of `block`: block [s, e) scores only keys [0, e), so the
     masked upper triangle is neither computed nor stored (at T=2048 and block 256, 56% of the
     full [T, T] scores). q, k, v share slots 0..T-1; mask [B, T, T] as for `_attention`."""
-    T, block = q.shape[1], block or QUERY_BLOCK
+    T, block = q.shape[1], block or cfg.query_block
     if T <= block:
         return _attention(q, k, v, mask, cfg)
     outs = []

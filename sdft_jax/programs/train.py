@@ -28,7 +28,8 @@ from sdft_jax import sharding as shd
 from sdft_jax.core.step import make_step, phase_step, run_shardings
 from sdft_jax.core.train_state import build_state, learning_rate_schedule, make_optimizer
 from sdft_jax.data import Batcher, prepare, to_global, tokenize_all
-from sdft_jax.eval.evaluators import EvalContext, evaluate_all, from_config
+from sdft_jax.eval.context import EvalContext, EvalDefaults
+from sdft_jax.eval.evaluators import evaluate_all, from_config
 from sdft_jax.eval.judge import make_judge
 from sdft_jax.model import load_pretrained
 from sdft_jax.model.handle import tokenizer_difference
@@ -150,7 +151,8 @@ def _setup(config, workdir: str, settings, mesh) -> _Setup:
         batcher.set_state(meta["data"])
         say(f"resumed from checkpoint step {int(state.step)} (data epoch {batcher.epoch}, batch {batcher.batch})")
     step = _build_step(settings, model, mesh, tx, schedule, st_sh, sampling, source, teacher)
-    evaluators = from_config(config, EvalContext(config, model, mesh, settings.lengths, source, data_dir))
+    evaluators = from_config(config, EvalContext(EvalDefaults.of(config), model, mesh, settings.lengths, source,
+                                                 data_dir))
     logger = MetricsLogger(workdir, loop.steps, start_step=int(state.step), wandb_settings=loop.wandb,
                            run_config=config.to_dict())
     # A host copy: the state (and its rng buffer) is donated to the step.

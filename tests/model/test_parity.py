@@ -82,15 +82,13 @@ def test_apply_is_pure_and_matches_call(tiny_qwen2):
 
 
 @pytest.mark.parametrize("block", [7, 16])
-def test_causal_query_blocks_match_transformers(tiny_qwen3, monkeypatch, block):
+def test_causal_query_blocks_match_transformers(tiny_qwen3, block):
     """Attention in query blocks (each scoring only the keys at or before its last slot) gives the
     unblocked logits and transformers' at every real position of a left-padded batch of 40
     (blocks of 7: a ragged last one)."""
-    from sdft_jax.model import transformer
     tokens, mask = hf.left_padded_batch(length=40)
     full = np.asarray(load_pretrained(tiny_qwen3, dtype="float32")(tokens, mask))
-    monkeypatch.setattr(transformer, "QUERY_BLOCK", block)
-    blocked = np.asarray(load_pretrained(tiny_qwen3, dtype="float32")(tokens, mask))
+    blocked = np.asarray(load_pretrained(tiny_qwen3, dtype="float32", query_block=block)(tokens, mask))
     assert np.isfinite(blocked).all()
     assert _max_diff(blocked, full, mask) < 1e-5  # pad positions attend to nothing real; ignored
     assert _max_diff(hf.hf_logits(hf.reload_hf(tiny_qwen3), tokens, mask), blocked, mask) < TOL

@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 
 from sdft_jax.data.pipeline import Lengths
-from sdft_jax.eval.evaluators import EvalContext, eval_rows
+from sdft_jax.eval.context import EvalContext
+from sdft_jax.eval.evaluators import eval_rows
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.experiments.demo import world
