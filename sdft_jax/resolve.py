@@ -217,7 +217,8 @@ def resolve(c: ml_collections.ConfigDict, num_devices: int, num_processes: int =
     teacher = TeacherSettings(kind=c.teacher.kind, ema_dtype=(c.teacher.ema_dtype or None) if c.teacher.kind == "ema"
                               else None, path=c.teacher.get("path", ""), dtype=c.teacher.get("dtype", ""),
                               init_path=init_path)
-    loop = LoopSettings(steps=c.steps, seed=c.seed, checkpoint_every=c.checkpoint.every, checkpoint_keep=c.checkpoint.keep,
+    loop = LoopSettings(steps=c.steps, seed=c.seed, checkpoint_every=c.checkpoint.every,
+                        checkpoint_keep=c.checkpoint.keep,
                         log_every=c.log.every, samples_every=c.log.samples_every, phase_times=c.log.phase_times,
                         peak_flops_per_device=c.log.peak_flops_per_device,
                         wandb=wandb)

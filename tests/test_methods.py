@@ -94,11 +94,12 @@ def test_external_teacher_step_equals_torch(tmp_path):
     assert state.teacher_params is None and state.external_teacher is not None
 
 
-def test_external_teacher_run_resumes_exactly(tmp_path):
+def test_external_teacher_run_with_a_lora_student_resumes_exactly(tmp_path):
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-    run(_config("tiny", "teacher=external"), straight)
-    run(_config("tiny", "teacher=external", steps=3), split)
-    run(_config("tiny", "teacher=external"), split)  # re-reads the teacher, restores the student
+    lora = {"model.lora.rank": 4}
+    run(_config("tiny", "teacher=external", **lora), straight)
+    run(_config("tiny", "teacher=external", steps=3, **lora), split)
+    run(_config("tiny", "teacher=external", **lora), split)  # re-reads the teacher, restores the adapters
     assert [r["loss"] for r in _metrics(straight)] == [r["loss"] for r in _metrics(split)]
     leaves = json.load(open(os.path.join(split, "checkpoints", "6", "state", "_METADATA")))["tree_metadata"]
     assert not any("external" in k or "teacher" in k for k in leaves)  # never checkpointed
@@ -211,13 +212,18 @@ def test_rejection_update_is_sft_on_the_accepted_rows_alone(tiny_qwen2):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
-def test_rejection_run_logs_acceptance_and_needs_a_scorer(tmp_path, monkeypatch):
+def test_rejection_run_logs_acceptance_and_needs_a_scorer(tmp_path, monkeypatch, capsys):
     # A toy scorer that accepts about half of a random model's completions: an even number of letters.
     monkeypatch.setitem(scorers.SCORERS, "even_length", lambda completion, example: float(len(completion) % 2 == 0))
     workdir = str(tmp_path / "rejection")
     run(_config("tiny", "method=rejection", steps=3, **{"data.scorer": "even_length"}), workdir)
     fractions = [r["accepted_fraction"] for r in _metrics(workdir)]
     assert len(fractions) == 3 and all(0.0 < f < 1.0 for f in fractions)
+    # A student that solves nothing trains on nothing: the run goes on (said once), it does not stop.
+    monkeypatch.setitem(scorers.SCORERS, "never", lambda completion, example: 0.0)
+    out = run(_config("tiny", "method=rejection", **{"data.scorer": "never"}), str(tmp_path / "never"))
+    assert out["step"] == 6 and out["accepted_fraction"] == 0.0
+    assert capsys.readouterr().out.count("accepted none of the sampled completions; the updates are empty") == 1
     with pytest.raises(ConfigError, match=r"^data\.scorer: method=rejection accepts the completions a scorer gives "
                                           r"full marks; 'nope' is not one"):
         run(_config("tiny", "method=rejection", **{"data.scorer": "nope"}), str(tmp_path / "bad"))

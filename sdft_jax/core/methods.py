@@ -52,8 +52,8 @@ def _sdft_batch(inputs: dict, rolled, g: int) -> dict:
 
 
 def _sft_batch(inputs: dict, rolled, g: int) -> dict:
-    return sequences(repeat_rows(inputs["student_prompt"], g), repeat_rows(inputs["student_prompt_mask"], g), None, None,
-                     repeat_rows(inputs["target"], g), repeat_rows(inputs["target_mask"], g))
+    sp, sm = repeat_rows(inputs["student_prompt"], g), repeat_rows(inputs["student_prompt_mask"], g)
+    return sequences(sp, sm, None, None, repeat_rows(inputs["target"], g), repeat_rows(inputs["target_mask"], g))
 
 
 def _divergence(stats: dict, cmask, sc) -> tuple:
@@ -66,8 +66,8 @@ def _divergence(stats: dict, cmask, sc) -> tuple:
 
 def _rollout_sft_batch(inputs: dict, rolled, g: int) -> dict:
     """The student's own completions as SFT targets (rejected rows arrive with their mask zeroed)."""
-    return sequences(repeat_rows(inputs["student_prompt"], g), repeat_rows(inputs["student_prompt_mask"], g), None,
-                     None, rolled.tokens, rolled.mask)
+    sp, sm = repeat_rows(inputs["student_prompt"], g), repeat_rows(inputs["student_prompt_mask"], g)
+    return sequences(sp, sm, None, None, rolled.tokens, rolled.mask)
 
 
 def _cross_entropy(stats: dict, cmask, sc) -> tuple:

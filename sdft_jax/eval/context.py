@@ -23,7 +23,8 @@ class EvalDefaults:
     @classmethod
     def of(cls, config) -> "EvalDefaults":
         d = config.data
-        return cls(task=d.task, path=d.path, split=d.split, eval_split=d.eval_split, teacher_template=d.teacher_template,
+        return cls(task=d.task, path=d.path, split=d.split, eval_split=d.eval_split,
+                   teacher_template=d.teacher_template,
                    max_student_prompt=d.max_student_prompt, max_teacher_prompt=d.max_teacher_prompt,
                    bucket_growth=d.bucket_growth, max_new_tokens=config.sampling.max_new_tokens,
                    examples=config.eval.examples, every=config.eval.every, model_dtype=config.model.dtype)

@@ -85,7 +85,8 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.eval.every = config.eval.every
         cfg.evals = ml_collections.ConfigDict(specs)  # inside the stage: the same evaluations as between stages
         say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}; "
-            f"teacher {cfg.teacher.kind} from " + ("the base" if cfg.teacher.init_path else "this stage's initial model"))
+            f"teacher {cfg.teacher.kind} from "
+            + ("the base" if cfg.teacher.init_path else "this stage's initial model"))
         out = run(cfg, stage_dir)
         if out.get("preempted"):  # saved mid-stage; the rerun resumes this stage from its checkpoint
             say(f"stopped during stage {i + 1} ({out.get('signal', 'SIGTERM')}); rerun the same command to resume")

@@ -280,12 +280,17 @@ def _loop(workdir: str, settings, mesh, s: _Setup) -> dict:
                                                 if good is not None else "No checkpoint was saved before it "
                                                 f"(checkpoint.every={loop.checkpoint_every})"), p.step)
         no_loss[:] = no_loss + [p.step] if metrics.get("loss_tokens", 1) == 0 else []
-        if len(no_loss) >= min(_ZERO_LOSS_STEPS, loop.steps):
-            why = (f"data.scorer={settings.scorer!r} accepted none of the sampled completions" if settings.method.judged
-                   else f"every completion ended within loss.skip_first_tokens={settings.step.skip_first_tokens} "
-                        f"tokens (see sampling.max_new_tokens and the model's stop tokens)")
-            raise NothingToTrain(f"steps {no_loss[0]}-{no_loss[-1]}: no completion token carried loss (loss_tokens 0), "
-                                 f"so nothing trains; {why}")
+        if len(no_loss) >= min(_ZERO_LOSS_STEPS, loop.steps) and settings.method.judged:
+            # Rejection sampling learns only from what the scorer accepts: a student that has not yet
+            # solved the task trains on nothing. An outcome of the method, not a broken run: said once.
+            if len(no_loss) == min(_ZERO_LOSS_STEPS, loop.steps):
+                say(f"steps {no_loss[0]}-{no_loss[-1]}: data.scorer={settings.scorer!r} accepted none of the sampled "
+                    f"completions; the updates are empty until one is accepted")
+        elif len(no_loss) >= min(_ZERO_LOSS_STEPS, loop.steps):
+            raise NothingToTrain(
+                f"steps {no_loss[0]}-{no_loss[-1]}: no completion token carried loss (loss_tokens 0), so nothing "
+                f"trains; every completion ended within loss.skip_first_tokens={settings.step.skip_first_tokens} "
+                f"tokens (see sampling.max_new_tokens and the model's stop tokens)")
         seconds = now - clock["last"]
         clock["last"] = now
         metrics.update(time_step=seconds, tokens_per_s=metrics["completion_tokens"] / seconds,

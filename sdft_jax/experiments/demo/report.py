@@ -40,7 +40,8 @@ def _fmt(x: float) -> str:
 
 def write_report(results: dict, task_names: list[str], skills: list[str], timing: dict, config, path: str) -> None:
     c = results["teacher_ceiling"]
-    lines = [f"# SDFT vs SFT demo (world {results.get('world', 'substitution')}, seed {results['seed']})", "",
+    arms = " vs ".join(m.upper() for m in results["methods"])
+    lines = [f"# {arms} demo (world {results.get('world', 'substitution')}, seed {results['seed']})", "",
              f"Base model `{results['base_model']}`; new tasks (hidden substitution rules): "
              + ", ".join(f"`{n}` ({results['rules'][n]})" for n in task_names) + ".",
              f"{config.demo.steps_per_task} steps per task, {config.demo.prompts_per_step} prompts per step, "
