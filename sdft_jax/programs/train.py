@@ -50,7 +50,8 @@ from sdft_jax.runtime.workdir_lock import WorkdirLock
 
 # A step whose metrics break one of these is never logged, evaluated, saved or exported.
 _MUST_BE_FINITE = ("loss", "grad_norm", "update_norm", "param_norm")
-# This many steps in a row (or the whole run, if shorter) without a loss token stop the run.
+# This many steps in a row (or the whole run, if shorter) without a loss token stop the run (a judged
+# method, rejection, is told once instead: a student that solves nothing yet trains on nothing).
 _ZERO_LOSS_STEPS = 5
 
 
