@@ -22,6 +22,16 @@ from sdft_jax.core.sampler import SamplingConfig, make_generate
 from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 
 
+def completion_text(tok, tokens, length: int, stops) -> str:
+    """A rollout row's completion as text: its first `length` tokens, stop tokens dropped."""
+    return tok.decode([int(t) for t in tokens[:length] if int(t) not in stops], skip_special_tokens=True)
+
+
+def scored_example(ex: dict) -> dict:
+    """What a scorer reads for a prepared row: the source row it came from (`raw`), else the row itself."""
+    return json.loads(ex["raw"]) if ex.get("raw") else ex
+
+
 @functools.lru_cache(maxsize=32)
 def _generate_fn(graphdef, config, sampling: SamplingConfig):
     """One jitted sampler per (architecture, sampling settings): evaluating many checkpoints of one
@@ -65,10 +75,9 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             toks, lens = np.asarray(r.tokens), np.asarray(r.lengths)
             generated += int(lens[: len(chunk)].sum())
             for i in range(len(chunk)):
-                ids = [int(t) for t in toks[i, : lens[i]] if int(t) not in stops]
-                completions[i].append(tok.decode(ids, skip_special_tokens=True))
+                completions[i].append(completion_text(tok, toks[i], lens[i], stops))
         for ex, samples in zip(kept[lo: lo + batch_size], completions):
-            raw = json.loads(ex["raw"]) if ex.get("raw") else ex
+            raw = scored_example(ex)
             scores = [score_completion(task, c, raw) for c in samples]
             records.append({"id": ex["id"], "prompt": ex["prompt"], "completion": samples[0],
                             "score": scores[0], "scores": scores,

@@ -2,12 +2,12 @@
 (stop tokens dropped) and accept it when the task's scorer gives it full marks."""
 from __future__ import annotations
 
-import json
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
+from sdft_jax.eval.generation import completion_text, scored_example
 from sdft_jax.eval.scorers import score_completion
 
 
@@ -19,11 +19,7 @@ def make_judge(rows, tokenizer, scorer: str, stop_ids: Sequence[int], generation
     def judge(inputs, rollout) -> np.ndarray:
         index = np.repeat(np.asarray(jax.device_get(inputs["index"])), generations)
         tokens, lengths = np.asarray(jax.device_get(rollout.tokens)), np.asarray(jax.device_get(rollout.lengths))
-        accepted = np.zeros(len(index), np.int32)
-        for r, i in enumerate(index):
-            ids = [int(t) for t in tokens[r, : lengths[r]] if int(t) not in stops]
-            ex = rows[int(i)]
-            raw = json.loads(ex["raw"]) if ex.get("raw") else ex
-            accepted[r] = score_completion(scorer, tokenizer.decode(ids, skip_special_tokens=True), raw) >= 1.0
-        return accepted
+        return np.asarray([score_completion(scorer, completion_text(tokenizer, tokens[r], lengths[r], stops),
+                                            scored_example(rows[int(i)])) >= 1.0 for r, i in enumerate(index)],
+                          np.int32)
     return judge
