@@ -4,7 +4,8 @@
     python -m sdft_jax.main --config=configs/demo.py --config.seed=1 --workdir runs/demo_seed1
     python -m sdft_jax.main --config=configs/demo.py:size=small --workdir /tmp/demo_small   # CI-sized
     python -m sdft_jax.main --config=configs/demo.py:world=substitution --workdir runs/demo_substitution
-    python -m sdft_jax.main --config=configs/demo.py:methods=sdft/sdft:base/sft/offline/rejection --workdir runs/demo_arms
+    python -m sdft_jax.main --config=configs/demo.py:methods=sdft/sdft:base/sft/sft@plain/offline/rejection \
+        --config.demo.curve_every=20 --workdir runs/demo_arms        # the study's arms, with per-step curves
     python -m sdft_jax.sweep --config=configs/demo.py --workdir runs/demo_sweep \
         --sweep 'demo.lr=[1e-4,3e-4,1e-3]' --sweep 'seed=[0,1,2]'        # the Pareto front (docs/DEMO.md)
 
@@ -42,9 +43,13 @@ def get_config(arg=None):
         # substitution: the rate its documented runs used.
         lr=3e-4 if args.world == "style" else 1e-3,
         warmup_steps=6,
-        # The arms, each a continual run from the same base: sdft | sft | offline | rejection, and
-        # METHOD:base for a teacher anchored to the base across stages (teacher.anchor=base).
+        # The arms, each a continual run from the same base: sdft | sft | offline | rejection,
+        # METHOD:base for a teacher anchored to the base across stages (teacher.anchor=base), and
+        # METHOD@plain for demonstrations in the base's own plain form instead of the expert's dash form.
         methods=tuple(args.methods.split("/")),
+        # > 0: every task, prior skill and the teacher on every task evaluated every N steps inside
+        # each stage too, with KL(model || base) on the stage's prompts (results.json "curves").
+        curve_every=0,
         teacher="ema",  # ema | frozen | live (teacher.kind of the SDFT runs)
         ema_alpha=0.01,
         # The paper skips 3 tokens to drop the teacher's "Based on the example..." preamble; here an

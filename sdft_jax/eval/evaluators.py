@@ -50,10 +50,12 @@ def _with_params(model, params):
 class TaskAccuracy:
     def __init__(self, name: str, ctx: EvalContext, *, task: str = "", path: str = "", split: str = "",
                  fallback_split: str = "train", scorer: str = "", examples: int = 0, context: str = "student",
-                 max_new_tokens: int = 0, batch_size: int = 8, every: int = 0, also_scorers: tuple = ()):
+                 max_new_tokens: int = 0, batch_size: int = 8, every: int = 0, also_scorers: tuple = (),
+                 count_cut: bool = False):
         c = ctx.defaults
         task, path = task or c.task, path or c.path
         self.name, self.every, self.context, self.model = name, every, context, ctx.model
+        self.count_cut = count_cut
         self.scorer = scorer or ("exact_match" if task == "demonstrations" else task)  # the task's own scorer
         self.rows = eval_rows(task, path, split or None, fallback_split, ctx.data_dir, examples or c.examples)
         self.kwargs = dict(with_demonstration=context == "teacher", template=c.teacher_template,
@@ -62,10 +64,12 @@ class TaskAccuracy:
                            batch_size=batch_size, also_scorers=tuple(also_scorers))
 
     def __call__(self, params, teacher_params=None) -> dict:
-        """{NAME: accuracy} and, per extra scorer S on the same completions, {NAME/S: accuracy}."""
+        """{NAME: accuracy}, per extra scorer S on the same completions {NAME/S: accuracy}, and with
+        count_cut {NAME/cut: the answers that reached max_new_tokens before their end}."""
         weights = teacher_params if self.context == "teacher" and teacher_params is not None else params
         m = evaluate(self.model, self.rows, self.scorer, params=weights, **self.kwargs)
-        return {self.name: m["accuracy"], **{f"{self.name}/{a}": m[f"accuracy:{a}"] for a in self.kwargs["also_scorers"]}}
+        out = {self.name: m["accuracy"], **{f"{self.name}/{a}": m[f"accuracy:{a}"] for a in self.kwargs["also_scorers"]}}
+        return {**out, f"{self.name}/cut": m["cut"]} if self.count_cut else out
 
 
 class HumanEvalPass1:

@@ -64,7 +64,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             continue
         contexts.append(ids)
         kept.append(ex)
-    start, records, generated = time.perf_counter(), [], 0
+    start, records, generated, cut = time.perf_counter(), [], 0, 0
     key = jax.random.key(seed)
     for lo in range(0, len(contexts), batch_size):
         chunk = contexts[lo: lo + batch_size]
@@ -76,6 +76,8 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             generated += int(lens[: len(chunk)].sum())
             for i in range(len(chunk)):
                 completions[i].append(completion_text(tok, toks[i], lens[i], stops))
+                if s == 0 and lens[i] >= max_new_tokens and int(toks[i][lens[i] - 1]) not in stops:
+                    cut += 1  # ran out of tokens before its end of turn
         for ex, samples in zip(kept[lo: lo + batch_size], completions):
             raw = scored_example(ex)
             scores = [score_completion(task, c, raw) for c in samples]
@@ -91,7 +93,7 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
     seconds = time.perf_counter() - start
     n = len(records)
     metrics = {"task": task, "context": "teacher" if with_demonstration else "student", "n": n,
-               "skipped_too_long": skipped, "accuracy": float(np.mean([r["score"] for r in records])) if n else 0.0,
+               "skipped_too_long": skipped, "cut": cut, "accuracy": float(np.mean([r["score"] for r in records])) if n else 0.0,
                "seconds": round(seconds, 2)}
     for a in also_scorers:
         metrics[f"accuracy:{a}"] = float(np.mean([r[f"score:{a}"] for r in records])) if n else 0.0

@@ -5,7 +5,9 @@ fine-tuned and the base policy measured on the new task, and that on-policy lear
 moves less in that KL than SFT. Per prompt x: sample y ~ pi(.|x) (temperature 1, full vocabulary),
 then sum over y's tokens the exact per-token KL(pi(.|x, y<t) || pi_base(.|x, y<t)) over the whole
 vocabulary (a Rao-Blackwellized estimate of the sequence KL); report the mean over prompts (nats).
-The base is the run's loaded weights, copied at construction (the train step donates its state).
+The base is the run's loaded weights, copied at construction (the train step donates its state), or
+`base_path`, a checkpoint of the same architecture (a continual stage measured against the first
+stage's base rather than its own starting point).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from flax import nnx
 
 from sdft_jax.core import losses
 from sdft_jax.data.pipeline import tokenize_all
+from sdft_jax.model import load_pretrained
 from sdft_jax.model.stop_tokens import stop_token_ids
 from sdft_jax.core.sampler import SamplingConfig, make_generate
 from sdft_jax.data.buckets import pad_to_bucket
@@ -24,7 +27,7 @@ from sdft_jax.core.update import completion_hidden
 
 class KLToBase:
     def __init__(self, name: str, ctx, *, split: str = "", examples: int = 0, max_new_tokens: int = 0,
-                 batch_size: int = 8, seed: int = 0, every: int = 0):
+                 batch_size: int = 8, seed: int = 0, every: int = 0, base_path: str = ""):
         c, model = ctx.defaults, ctx.model
         split = split or c.eval_split or c.split
         if split not in ctx.source:
@@ -38,7 +41,8 @@ class KLToBase:
         self.prompts = [r.student for r in rows]
         self.buckets = ctx.lengths.student_buckets()
         self.pad = model.tokenizer.pad_token_id or 0
-        self.base = jax.tree.map(jnp.copy, model.params)
+        self.base = jax.tree.map(jnp.copy, model.params) if not base_path else _same_shapes(
+            name, model.params, load_pretrained(base_path, dtype=c.model_dtype).params)
         sc = SamplingConfig(max_new_tokens=max_new_tokens or c.max_new_tokens, temperature=1.0,
                             stop_ids=stop_token_ids(model.path or "", model.tokenizer), pad_id=self.pad)
         self._generate = make_generate(model.graphdef, model.config, sc)
@@ -71,3 +75,11 @@ class KLToBase:
             total += float(jnp.sum(self._sequence_kl(params, self.base, batch)[: len(chunk)]))
             self.last.append((tokens[: len(chunk)], mask[: len(chunk)], r.tokens[: len(chunk)], r.mask[: len(chunk)]))
         return {self.name: total / len(self.prompts)}
+
+
+def _same_shapes(name: str, params, base):
+    """`base` placed like `params` (the run's sharding), after checking it has the same leaves."""
+    if jax.tree.structure(params) != jax.tree.structure(base) or any(
+            p.shape != b.shape for p, b in zip(jax.tree.leaves(params), jax.tree.leaves(base))):
+        raise ValueError(f"evals.{name}.base_path: not the architecture of the model being trained")
+    return jax.tree.map(lambda p, b: jax.device_put(b.astype(p.dtype), p.sharding), params, base)

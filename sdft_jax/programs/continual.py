@@ -1,11 +1,16 @@
 """Sequential multi-task training (the paper's continual experiment) with a forgetting matrix.
 
-config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer, also_scorers]}. One model
+config.stages: ordered list of {task, path, steps[, name, split, eval_path, eval_split, scorer, also_scorers,
+evals]} (`evals`: evaluator specs run inside that stage only, e.g. a KL on its own prompts). One model
 is trained through the stages (each stage starts from the previous stage's export, with a fresh
 optimizer and teacher, as separate runs do); after each stage EVERY task of the sequence (and the
 configured prior suites: `eval.prior_tasks`, generation tasks {name, task, path[, split, scorer,
 also_scorers, context]},
-`eval.prior_mc_files`, multiple-choice files, and `eval.prior_evals`, any evaluator specs) is evaluated. A finished stage is never re-run,
+`eval.prior_mc_files`, multiple-choice files, and `eval.prior_evals`, any evaluator specs) is evaluated;
+`eval.teacher_on_tasks` adds every stage's task with the demonstration in context (`teacher:NAME`:
+inside a stage the run's teacher weights, between stages the exported model), `eval.max_new_tokens`
+caps the accuracy evaluators' answers (0 = sampling.max_new_tokens) and `eval.count_cut` adds
+`NAME/cut`, the answers that reached that cap. A finished stage is never re-run,
 so the whole sequence resumes where it stopped. Outputs in WORKDIR: results.json, matrix.csv,
 continual.png, and one sub-workdir per stage.
 """
@@ -32,18 +37,22 @@ def stage_workdir(workdir: str, index: int, stage) -> str:
 def _eval_specs(config) -> dict[str, dict]:
     """{column name: evaluator spec}: every stage's task, the prior generation tasks, the prior
     multiple-choice files; run after every stage and, with eval.every, inside each stage."""
-    specs = {}
+    specs, teacher = {}, {}
+    accuracy = dict(type="accuracy", batch_size=config.eval.get("batch_size", 8),
+                    max_new_tokens=config.eval.get("max_new_tokens", 0), count_cut=config.eval.get("count_cut", False))
     for stage in config.stages:
         name = stage.get("name") or stage.task
         name = name if name not in specs else f"{name}#{len(specs)}"
-        specs[name] = dict(type="accuracy", task=stage.task, scorer=stage.get("scorer") or "",
+        specs[name] = dict(accuracy, task=stage.task, scorer=stage.get("scorer") or "",
                            path=stage.get("eval_path") or stage.path,
                            split=stage.get("eval_split") or "", fallback_split=stage.get("split", "train"),
-                           batch_size=config.eval.get("batch_size", 8), also_scorers=tuple(stage.get("also_scorers") or ()))
+                           also_scorers=tuple(stage.get("also_scorers") or ()))
+        if config.eval.get("teacher_on_tasks"):
+            teacher[f"teacher:{name}"] = dict(specs[name], context="teacher")
+    specs.update(teacher)
     for prior in config.eval.get("prior_tasks", []) or []:
-        specs[f"prior:{prior.name}"] = dict(type="accuracy", task=prior.task, path=prior.path,
+        specs[f"prior:{prior.name}"] = dict(accuracy, task=prior.task, path=prior.path,
                                             split=prior.get("split") or "", scorer=prior.get("scorer") or "",
-                                            batch_size=config.eval.get("batch_size", 8),
                                             also_scorers=tuple(prior.get("also_scorers") or ()),
                                             context=prior.get("context") or "student")
     for path in config.eval.get("prior_mc_files", []) or []:
@@ -83,7 +92,8 @@ def run_continual(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg.data.split = stage.get("split", "train")
         cfg.steps = stage.steps
         cfg.eval.every = config.eval.every
-        cfg.evals = ml_collections.ConfigDict(specs)  # inside the stage: the same evaluations as between stages
+        # Inside the stage: the same evaluations as between stages, and the stage's own.
+        cfg.evals = ml_collections.ConfigDict({**specs, **(stage.get("evals") or {})})
         say(f"stage {i + 1}/{len(config.stages)}: {cfg.method} on {names[i]} ({stage.steps} steps) from {previous}; "
             f"teacher {cfg.teacher.kind} from "
             + ("the base" if cfg.teacher.init_path else "this stage's initial model"))

@@ -386,7 +386,8 @@ def _export(workdir: str, params, model, model_path: str) -> str:
         target = epath.Path(workdir) / name
         if "://" not in workdir:  # whole or absent: written beside it, then renamed
             partial = f"{target}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
+            if jax.process_index() == 0:  # others take part in the gathers and write nothing; a
+                shutil.rmtree(partial, ignore_errors=True)  # late rmtree here would race process 0's files
             write(partial)
             if jax.process_index() == 0:
                 shutil.rmtree(target, ignore_errors=True)

@@ -27,18 +27,21 @@ from sdft_jax.experiments.demo.report import write_plot, write_report
 from sdft_jax.model import load_pretrained
 from sdft_jax.programs.continual import run_continual, stage_workdir
 from sdft_jax.resolve import ConfigError, resolve
+from sdft_jax.runtime.metrics_log import read_rows
 
 
 
-def arm_settings(arm: str) -> tuple[str, str]:
-    """A demo arm (an entry of demo.methods) -> (method, teacher anchor): `sdft`, `sft`, `offline`,
-    `rejection`, or `METHOD:base` for a teacher anchored to the base across stages."""
+def arm_settings(arm: str) -> tuple[str, str, str]:
+    """A demo arm (an entry of demo.methods) -> (method, teacher anchor, demonstration form):
+    `sdft`, `sft`, `offline`, `rejection`; `METHOD:base` for a teacher anchored to the base across
+    stages; `METHOD@plain` for demonstrations in the base's own form (style world)."""
+    arm, _, form = arm.partition("@")
     method, _, anchor = arm.partition(":")
-    return method, anchor or "stage"
+    return method, anchor or "stage", form or "expert"
 
 
 def arm_folder(arm: str) -> str:
-    return arm.replace(":", "_")
+    return arm.replace(":", "_").replace("@", "_")
 
 
 def _say(msg: str) -> None:
@@ -57,9 +60,11 @@ def _check_workdir(config, workdir: str) -> None:
         f.write(text)
 
 
-def continual_config(config, arm: str, tasks: list[tuple[world.Rule, str]], prior_root: str):
-    """The continual runner's config for one arm: same base, data, steps and optimizer."""
-    method, anchor = arm_settings(arm)
+def continual_config(config, arm: str, tasks: list[tuple[world.Rule, str]], prior_root: str, base_path: str = ""):
+    """The continual runner's config for one arm: same base, data, steps and optimizer. With
+    demo.curve_every, every task, prior skill and the teacher on every task are evaluated inside
+    the stages too, and KL(model || base) on the stage's own prompts (the per-step curves)."""
+    method, anchor, form = arm_settings(arm)
     c = ml_collections.ConfigDict(config.demo.run.to_dict())  # a deep copy
     c.program = "continual"
     c.method, c.seed, c.steps = method, config.seed, 1
@@ -70,11 +75,19 @@ def continual_config(config, arm: str, tasks: list[tuple[world.Rule, str]], prio
     c.loss.skip_first_tokens = config.demo.skip_first_tokens
     c.checkpoint.every = 10**6
     c.eval.examples, c.eval.batch_size = config.demo.eval_examples, 32
+    c.eval.max_new_tokens, c.eval.count_cut = world.EVAL_MAX_NEW_TOKENS, True
+    curves = config.demo.get("curve_every", 0)
+    c.eval.every, c.eval.teacher_on_tasks = curves, bool(curves)
     scorer = world.scorer(config.demo.world)
     c.data.scorer = scorer  # method=rejection accepts what the world's scorer marks right
-    c.stages = [ml_collections.ConfigDict(dict(task="demonstrations", name=rule.name, path=folder,
-                                               steps=config.demo.steps_per_task, scorer=scorer))
-                for rule, folder in tasks]
+
+    def stage(rule, folder):
+        kl = dict(kl=dict(type="kl_to_base", split="test", examples=config.demo.eval_examples, batch_size=32,
+                          max_new_tokens=world.MAX_RESPONSE_TOKENS, seed=config.seed, base_path=base_path))
+        return ml_collections.ConfigDict(dict(
+            task="demonstrations", name=rule.name, path=world.plain_form_folder(folder) if form == "plain" else folder,
+            eval_path=folder, steps=config.demo.steps_per_task, scorer=scorer, evals=kl if curves else {}))
+    c.stages = [stage(rule, folder) for rule, folder in tasks]
     c.eval.prior_tasks = [ml_collections.ConfigDict(dict(name=skill, task="demonstrations",
                                                          path=os.path.join(prior_root, f"prior_{skill}"),
                                                          scorer=scorer))
@@ -88,7 +101,7 @@ def _test_rows(folder: str, data_dir: str, limit: int) -> list:
 
 def _accuracy(model, rows, with_demonstration: bool, scorer: str) -> float:
     return evaluate(model, rows, scorer, with_demonstration=with_demonstration,
-                    template=world.TEACHER_TEMPLATE, max_new_tokens=world.MAX_RESPONSE_TOKENS, max_prompt=64,
+                    template=world.TEACHER_TEMPLATE, max_new_tokens=world.EVAL_MAX_NEW_TOKENS, max_prompt=64,
                     batch_size=32)["accuracy"]
 
 
@@ -135,6 +148,21 @@ def kl_after_stages(method_dir: str, stages, tasks, base_path: str, config, data
     return out
 
 
+def curves(method_dir: str, stages, raw: dict) -> list[list[dict]]:
+    """Per stage, its evaluations in order of steps: step 0 = the model the stage started from (the
+    base's or the previous stage's between-stage row: `teacher:` = that model with the demonstration),
+    then every demo.curve_every steps from the stage's metrics.jsonl (`teacher:` = the run's teacher
+    weights with the demonstration; `kl` = KL(model || base) on the stage's own prompts)."""
+    start = [raw["base_row"]] + raw["matrix"][:-1]
+    out = []
+    for i, stage in enumerate(stages):
+        first = {"step": 0, **dict(zip(raw["columns"], start[i]))}
+        rows = [{"step": r["step"], **{k[len("eval/"):]: v for k, v in r.items() if k.startswith("eval/")}}
+                for r in read_rows(stage_workdir(method_dir, i, stage))]
+        out.append([first] + [r for r in rows if len(r) > 1])
+    return out
+
+
 def summarize(method_results: dict, task_names: list[str], skills: list[str]) -> dict:
     """Per stage: mean accuracy on the tasks trained so far, on all new tasks, on the prior skills;
     forgetting = accuracy drop on a task from right after its stage to the end (mean over tasks
@@ -158,6 +186,7 @@ def summarize(method_results: dict, task_names: list[str], skills: list[str]) ->
             "prior_forgetting": float(base[prior].mean() - R[-1, prior].mean()),
             "new_task_forgetting": float(np.mean([R[j, new[j]] - R[-1, new[j]] for j in range(T - 1)]))
             if T > 1 else 0.0,
+            "cut_answers": int(sum(v for row in R for col, v in zip(cols, row) if col.endswith("/cut"))),
             "average_accuracy": method_results["average_accuracy"],
             "backward_transfer": method_results["backward_transfer"]}
 
@@ -173,7 +202,15 @@ def validate(config) -> None:
     if d.train_rows < d.prompts_per_step:
         raise ConfigError(f"demo.train_rows: {d.train_rows} rows cannot fill a batch of demo.prompts_per_step="
                           f"{d.prompts_per_step}")
+    if d.get("curve_every", 0) < 0:
+        raise ConfigError(f"demo.curve_every: must be >= 0 (0 = no curves), got {d.curve_every}")
     for method in config.demo.get("methods", ("sdft", "sft")):
+        _, anchor, form = arm_settings(method)
+        if form not in ("expert", "plain") or anchor not in ("stage", "base"):
+            raise ConfigError(f"demo.methods: {method!r}; an arm is METHOD[:base][@plain]")
+        if form == "plain" and d.world != "style":
+            raise ConfigError(f"demo.methods: {method!r}: plain-form demonstrations exist in the style world only "
+                              f"(demo.world={d.world!r}: its demonstrations are already the base's form)")
         c = continual_config(config, method, [], "")
         del c["stages"]
         # The base is not built yet: any folder lets resolve() check every other setting.
@@ -208,14 +245,16 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _say(f"   student {ceiling['student']} | teacher {ceiling['teacher']} | prior skills {ceiling['prior']}")
 
     results = {"seed": config.seed, "world": config.demo.world, "lr": config.demo.lr,
-               "base_model": os.path.basename(base_path),
+               "base_model": os.path.basename(base_path), "pretrain_seed": config.demo.pretrain.seed,
+               "eval_max_new_tokens": world.EVAL_MAX_NEW_TOKENS,
+               "longest_correct_tokens": world.longest_correct_tokens(),
                "rules": {r.name: r.table for r, _ in tasks}, "teacher_ceiling": ceiling, "methods": {}}
     arms = tuple(config.demo.get("methods", ("sdft", "sft")))
     for k, method in enumerate(arms):
         _say(f"{3 + k}/{2 + len(arms)} continual {method.upper()} over {len(tasks)} tasks x "
              f"{config.demo.steps_per_task} steps")
         t = time.perf_counter()
-        cfg = continual_config(config, method, tasks, world_dir)
+        cfg = continual_config(config, method, tasks, world_dir, base_path)
         cfg.model.path = base_path
         folder = os.path.join(workdir, arm_folder(method))
         raw = run_continual(cfg, folder)
@@ -229,6 +268,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                         os.path.join(workdir, "tfds")),
             "kl_to_base_after_stage": kl_after_stages(folder, cfg.stages, tasks, base_path,
                                                       config, os.path.join(workdir, "tfds")),
+            "curves": curves(folder, cfg.stages, raw) if config.demo.get("curve_every", 0) else [],
             "summary": summarize(raw, task_names, skills)}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)

@@ -26,7 +26,11 @@ import numpy as np
 
 ALPHABET = "abcdef"
 MIN_LEN, MAX_LEN = 3, 5
-MAX_RESPONSE_TOKENS = 16  # the longest answer (dup of 5 letters) + end of turn is 11
+MAX_RESPONSE_TOKENS = 16  # rollouts: a new task's longest form (5 letters with separators) + end of turn is 10
+# Evaluation: the longest CORRECT form of any task or prior skill (dup of 5 letters with separators,
+# 19 characters) + end of turn; a model that drifts to a separated form must not be scored wrong
+# for being cut (tests/test_demo.py checks this bound against longest_correct_tokens()).
+EVAL_MAX_NEW_TOKENS = 24
 TEACHER_TEMPLATE = "{x}|{c}"  # the demo's compact teacher context (the paper's, shortened)
 # A compact chat template: <|im_start|>u:PROMPT<|im_end|><|im_start|>a:ANSWER<|im_end|>
 CHAT_TEMPLATE = (
@@ -111,6 +115,14 @@ def styled(answer: str, style: str) -> str:
     return STYLES[style](answer)
 
 
+def longest_correct_tokens() -> int:
+    """Tokens (bytes) + end of turn of the longest answer the `letters` scorer accepts for any word:
+    the longest word under every prior skill and a permutation, in every form."""
+    word = ALPHABET[:MAX_LEN]
+    answers = [fn(word) for fn in PRIOR_SKILLS.values()] + [word]
+    return max(len(styled(a, s)) for a in answers for s in STYLES) + 1
+
+
 def scorer(world_name: str) -> str:
     """The accuracy scorer of a world: the exact answer, or its letters in any form."""
     return "letters" if world_name == "style" else "exact_match"
@@ -160,20 +172,30 @@ def write_task_folders(root: str, seed: int, count: int, train: int, test: int,
                        world_name: str = "substitution") -> list[tuple[Rule, str]]:
     """One folder per new task with train.jsonl / test.jsonl (disjoint words), and one per prior
     skill with test.jsonl. Returns [(rule, folder)] for the new tasks. In the style world the
-    demonstrations are in the expert's form (`answer` stays the plain letters the scorer checks)."""
+    demonstrations are in the expert's form (`answer` stays the plain letters the scorer checks),
+    and plain_form_folder(folder) holds the same rows with plain-form demonstrations (the base's own
+    form: the `@plain` demo arms)."""
     rng = np.random.default_rng([seed, 11])
     out = []
     for rule in new_tasks(seed, count):
         rows = task_rows(rule, train + test, rng)
-        if world_name == "style":
-            rows = [{**r, "demonstration": styled(r["answer"], EXPERT_STYLE)} for r in rows]
         folder = os.path.join(root, f"task_{rule.name}")
+        if world_name == "style":
+            plain = plain_form_folder(folder)
+            write_jsonl(os.path.join(plain, "train.jsonl"), rows[:train])
+            write_jsonl(os.path.join(plain, "test.jsonl"), rows[train:])
+            rows = [{**r, "demonstration": styled(r["answer"], EXPERT_STYLE)} for r in rows]
         write_jsonl(os.path.join(folder, "train.jsonl"), rows[:train])
         write_jsonl(os.path.join(folder, "test.jsonl"), rows[train:])
         out.append((rule, folder))
     for skill in sorted(PRIOR_SKILLS):
         write_jsonl(os.path.join(root, f"prior_{skill}", "test.jsonl"), skill_rows(skill, test, rng))
     return out
+
+
+def plain_form_folder(task_folder: str) -> str:
+    """The style world's copy of a task whose demonstrations are in the base's own (plain) form."""
+    return task_folder + "_plain"
 
 
 def tokenizer(save_dir: str | None = None):
