@@ -77,6 +77,10 @@ def test_style_world_is_deterministic_and_its_demonstrations_use_the_expert_form
             for r in ra:
                 assert r["demonstration"] == "-".join(rule.apply(r["prompt"].split(":")[1]))
                 assert score_completion("letters", r["demonstration"], r) == 1.0
+            # The @plain arms' copy: the same rows, demonstrations in the base's own form.
+            rq = json_rows(os.path.join(world.plain_form_folder(fa), f"{split}.jsonl"))
+            assert rq == [{**r, "demonstration": r["answer"]} for r in ra]
+        assert not os.path.exists(world.plain_form_folder(fp))  # the substitution world's demos are plain already
     rows = world.pretraining_rows(3000, seed=0, world_name="style")
     assert rows == world.pretraining_rows(3000, seed=0, world_name="style")
     forms = collections.Counter()
@@ -192,10 +196,46 @@ def test_every_arm_of_the_demo_resolves_with_its_method_anchor_and_scorer():
     demo_config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo_config)
     from sdft_jax.experiments.demo.runner import arm_folder, continual_config, validate
-    c = demo_config.get_config("methods=sdft/sdft:base/sft/offline/rejection")
+    c = demo_config.get_config("methods=sdft/sdft:base/sft/sft@plain/offline/rejection")
+    c.demo.curve_every = 20
     validate(c)
-    got = {arm: continual_config(c, arm, [], "") for arm in c.demo.methods}
+    tasks = [(world.new_tasks(0, 1)[0], "/w/task_A")]
+    got = {arm: continual_config(c, arm, tasks, "/w", "/base") for arm in c.demo.methods}
     assert {a: (g.method, g.teacher.anchor) for a, g in got.items()} == {
         "sdft": ("sdft", "stage"), "sdft:base": ("sdft", "base"), "sft": ("sft", "stage"),
-        "offline": ("offline", "stage"), "rejection": ("rejection", "stage")}
+        "sft@plain": ("sft", "stage"), "offline": ("offline", "stage"), "rejection": ("rejection", "stage")}
     assert got["rejection"].data.scorer == "letters" and arm_folder("sdft:base") == "sdft_base"
+    # @plain trains on the plain copy and is scored on the expert's rows, like every arm.
+    assert [(g.stages[0].path, g.stages[0].eval_path) for g in (got["sft"], got["sft@plain"])] == [
+        ("/w/task_A", "/w/task_A"), ("/w/task_A_plain", "/w/task_A")]
+    assert arm_folder("sft@plain") == "sft_plain"
+    # The curves: evaluators inside the stages, the teacher on every task, KL against the demo's base.
+    g = got["sdft"]
+    assert g.eval.every == 20 and g.eval.teacher_on_tasks and g.eval.count_cut
+    assert g.eval.max_new_tokens == world.EVAL_MAX_NEW_TOKENS
+    assert g.stages[0].evals.kl.base_path == "/base" and g.stages[0].evals.kl.type == "kl_to_base"
+
+
+def test_evaluation_length_covers_every_correct_form():
+    """No right answer is scored wrong for being cut: every prior skill and task answer of the
+    longest word, in every form the letters scorer accepts, ends before world.EVAL_MAX_NEW_TOKENS."""
+    tok = world.tokenizer()
+    word = world.ALPHABET[:world.MAX_LEN]
+    answers = [fn(word) for fn in world.PRIOR_SKILLS.values()] + [world.new_tasks(0, 1)[0].apply(word)]
+    longest = max(len(tok(world.styled(a, s), add_special_tokens=False).input_ids) + 1  # + end of turn
+                  for a in answers for s in world.STYLES)
+    assert longest == world.longest_correct_tokens() == 20 <= world.EVAL_MAX_NEW_TOKENS
+
+
+@pytest.mark.parametrize("arm, message", [("sft@dash", "METHOD\\[:base\\]\\[@plain\\]"),
+                                          ("sdft:first", "METHOD"), ("sft@plain", "style world only")])
+def test_bad_arms_are_config_errors(arm, message):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(REPO, "configs", "demo.py"))
+    demo_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_config)
+    from sdft_jax.experiments.demo.runner import validate
+    from sdft_jax.resolve import ConfigError
+    c = demo_config.get_config(f"methods={arm}" + (",world=substitution" if arm == "sft@plain" else ""))
+    with pytest.raises(ConfigError, match=message):
+        validate(c)

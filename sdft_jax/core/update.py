@@ -165,6 +165,13 @@ def make_train_step(graphdef: Any, sc: StepConfig, tx: optax.GradientTransformat
 
         updates, opt_state = tx.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        if methods.get(sc.method).judged:  # nothing accepted: no update at all. Adam's momentum from
+            # an earlier accepted batch would otherwise keep moving the weights for ~50 empty steps.
+            keep = sums["loss_tokens"] > 0
+            new_params, opt_state, updates = (
+                jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+                for new, old in ((new_params, params), (opt_state, state.opt_state),
+                                 (updates, jax.tree.map(jnp.zeros_like, updates))))
         if sc.teacher_kind == "ema":
             a = sc.ema_alpha
             new_teacher = jax.tree.map(

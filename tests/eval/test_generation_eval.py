@@ -32,6 +32,27 @@ def test_evaluate_writes_records_and_is_deterministic(tiny_qwen2, tmp_path):
     assert 0.0 <= sampled["pass@1"] <= sampled["pass@4"] <= 1.0
 
 
+def test_cut_counts_answers_that_reach_the_cap_before_a_stop_token(tiny_qwen2):
+    """`cut` against a greedy decode by transformers: a row is cut when none of its first N tokens
+    is a stop token (the stop: a token that transformers' decode writes in some rows only)."""
+    import numpy as np
+    from sdft_jax.data.prompts import student_context
+    from tests import hf_fixtures as hf
+    model, ref, n = load_pretrained(tiny_qwen2, dtype="float32"), hf.reload_hf(tiny_qwen2), 4
+    rows = []
+    for ex in _examples(6):
+        ids = model.tokenizer(student_context(model.tokenizer, ex), add_special_tokens=False).input_ids
+        for _ in range(n):
+            logits = hf.hf_logits(ref, np.asarray([ids]), np.ones((1, len(ids)), np.int64))
+            ids = ids + [int(logits[0, -1].argmax())]
+        rows.append(ids[-n:])
+    stops = next((t,) for t in sorted({t for r in rows for t in r}) if 0 < sum(t in r for r in rows) < len(rows))
+    want = sum(not set(r) & set(stops) for r in rows)
+    got = evaluate(model, _examples(6), "exact_match", max_new_tokens=n, batch_size=4, stop_ids=stops)
+    assert 0 < want < 6 and got["cut"] == want
+    assert evaluate(model, _examples(6), "exact_match", max_new_tokens=n, batch_size=4, stop_ids=())["cut"] == 6
+
+
 @pytest.mark.slow
 def test_real_qwen_teacher_ceiling_vs_student_on_tooluse(tmp_path):
     """Qwen2.5-Coder-0.5B-Instruct on tool-use rows: student context vs demonstration in context.

@@ -40,6 +40,20 @@ def test_kl_to_base_is_zero_at_the_base_and_matches_transformers(tiny_qwen2, tmp
     np.testing.assert_allclose(got, want, rtol=1e-3)
 
 
+def test_base_path_measures_against_another_checkpoint(tiny_qwen2, tmp_path):
+    """A continual stage's model measured against the first stage's base: the same KL as when the
+    base is the run's own starting point (checked against transformers above), same samples."""
+    base = load_pretrained(tiny_qwen2, dtype="float32")
+    c = _tiny(**{"sampling.max_new_tokens": 8})
+    moved_params = jax.tree.map(lambda x: x * 1.3, base.params)
+    want = KLToBase("kl", _ctx(base, c, {"train": ROWS}), split="train", batch_size=4)(moved_params)["kl"]
+    base.save_pretrained(str(tmp_path / "moved"), params=moved_params)
+    moved = load_pretrained(str(tmp_path / "moved"), dtype="float32")
+    ev = KLToBase("kl", _ctx(moved, c, {"train": ROWS}), split="train", batch_size=4, base_path=tiny_qwen2)
+    assert want > 0.01
+    np.testing.assert_allclose(ev(moved.params)["kl"], want, rtol=1e-5)
+
+
 def test_kl_to_base_in_a_run_grows_from_zero(tmp_path):
     """Declared in config.evals; the base copy survives the step's donation of the state."""
     from sdft_jax.programs.train import run

@@ -1,0 +1,292 @@
+"""The demo study's report (docs/DEMO.md, "The study"): run folders -> one JSON -> tables and plots.
+
+    python -m sdft_jax.experiments.demo.study_report collect --out docs/results/demo_study.json
+    python -m sdft_jax.experiments.demo.study_report render docs/results/demo_study.json \
+        --update docs/DEMO.md --figure docs/study.png
+
+`collect` reads every demo results.json under the study's folders ($SDFT_JAX_CACHE/runs/demo_study_*,
+or --runs) and keeps, per run and arm, the scalars and stage curves the analysis needs (rounded: the
+JSON is small enough to commit). `render` computes every number in the doc from that JSON alone, with
+the measures and tests written in docs/DEMO.md before the first run: retention of the prior skills
+at matched new-task accuracy and at matched KL along stage 1, the teacher on the task not yet
+trained, sample std, 95% Student-t intervals and paired t-tests across seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from sdft_jax.experiments import stats
+from sdft_jax.experiments.demo.aggregate import load_runs
+from sdft_jax.experiments.demo.study import ARMS, FALLBACK_RATE, choose_rate, folder, prior_mean
+from sdft_jax.runtime.doc_block import emit, link
+
+ACCURACY_LEVELS = (0.25, 0.5)  # matched new-task accuracy, stage 1
+KL_LEVELS = (20.0, 30.0)  # matched KL(model || base), nats, stage 1
+PHASES = ("validation", "A", "B")
+
+
+def first_crossing(xs, ys, level: float):
+    """y where x first reaches `level` along the curve, linear between the two points around it;
+    None when x never does."""
+    for i, x in enumerate(xs):
+        if x is not None and x >= level:
+            if i == 0:
+                return ys[0]
+            x0, y0 = xs[i - 1], ys[i - 1]
+            return y0 + (level - x0) / (x - x0) * (ys[i] - y0)
+    return None
+
+
+def _curve(rows: list[dict], task: str, other: str, kl_at_start) -> dict:
+    return {"step": [r["step"] for r in rows], "acc": [r[task] for r in rows],
+            "prior": [prior_mean(r) for r in rows],
+            "kl": [kl_at_start if r["step"] == 0 else r.get("kl") for r in rows],
+            "teacher_other": [r.get(f"teacher:{other}") for r in rows] if other else []}
+
+
+def arm_record(run: dict, arm: str) -> dict:
+    """What the analysis reads of one arm of one run (2 stages)."""
+    m = run["methods"][arm]
+    t1, t2 = (s["task"] for s in m["summary"]["stages"][:2])
+    row1, row2 = (dict(zip(m["columns"], r)) for r in m["matrix"][:2])
+    c1 = _curve(m["curves"][0], t1, t2, 0.0)
+    c2 = _curve(m["curves"][1], t2, "", None)
+    cut = sum(v for row in [m["base_row"]] + m["matrix"] for col, v in zip(m["columns"], row) if col.endswith("/cut"))
+    scored = sum(1 for row in [m["base_row"]] + m["matrix"] for col in m["columns"]
+                 if f"{col}/cut" in m["columns"]) * run.get("eval_examples", 64)
+    return {
+        "stage1_task1": row1[t1], "stage1_prior": prior_mean(row1), "stage1_max_task1": max(c1["acc"]),
+        "teacher_task2_base": c1["teacher_other"][0], "teacher_task2_end_stage1": c1["teacher_other"][-1],
+        "teacher_task2_export_stage1": row1[f"teacher:{t2}"],
+        "stage2_task2": row2[t2], "stage2_task1": row2[t1], "final_prior": prior_mean(row2),
+        "kl_stage1": m["kl_to_base_after_stage"][0],
+        "retention_at_accuracy": {f"{a:g}": first_crossing(c1["acc"], c1["prior"], a) for a in ACCURACY_LEVELS},
+        "retention_at_kl": {f"{k:g}": first_crossing(c1["kl"], c1["prior"], k) for k in KL_LEVELS},
+        "cut_answers": int(cut), "scored_answers": int(scored),
+        "curves": [{k: [None if v is None else round(float(v), 4) for v in vals] for k, vals in c.items()}
+                   for c in (c1, c2)]}
+
+
+def collect(roots: dict[str, str]) -> dict:
+    out = {"measures": {"accuracy_levels": ACCURACY_LEVELS, "kl_levels": KL_LEVELS}, "runs": []}
+    for phase, root in roots.items():
+        if not os.path.isdir(root):
+            continue
+        try:
+            runs = load_runs([root])
+        except FileNotFoundError:
+            continue
+        for run in runs:
+            if not all("curves" in m and len(m["curves"]) >= 2 for m in run["methods"].values()):
+                continue  # not a study run (no curves, or fewer than 2 stages)
+            for arm in run["methods"]:
+                rec = {"phase": phase, "pretrain_seed": run.get("pretrain_seed", 0), "seed": run["seed"],
+                       "lr": run["lr"], "arm": arm}
+                out["runs"].append({**rec, **arm_record({**run, "eval_examples": _eval_examples(run)}, arm)})
+        if phase == "validation":
+            out["r_star"], out["r_star_rule"] = choose_rate(runs)
+    return out
+
+
+def _eval_examples(run: dict) -> int:
+    cfg = os.path.join(run["dir"], "demo_config.json")
+    return json.load(open(cfg))["demo"]["eval_examples"] if os.path.isfile(cfg) else 64
+
+
+# ---- render: every number below comes from the collected JSON ----
+
+def _sel(data, phase, **kw) -> list[dict]:
+    return [r for r in data["runs"] if r["phase"] == phase and all(r[k] == v for k, v in kw.items())]
+
+
+def _fmt(s: dict, digits: int = 3) -> str:
+    if s["mean"] is None:
+        return "-"
+    ci = f" [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]" if s["ci95"] else ""
+    return f"{s['mean']:.{digits}f}{ci}"
+
+
+def _by_seed(records, value) -> dict:
+    return {(r["pretrain_seed"], r["seed"]): value(r) for r in records}
+
+
+def frontier(data, phase, arm, key, level) -> dict:
+    """Per seed: the arm's best retention over the rates whose stage 1 reaches `level` (None: none does)."""
+    out = {}
+    for r in _sel(data, phase, arm=arm):
+        v = r[key][f"{level:g}"]
+        k = (r["pretrain_seed"], r["seed"])
+        out[k] = v if out.get(k) is None else (out[k] if v is None else max(out[k], v))
+    return out
+
+
+def _diff(a: dict, b: dict) -> dict:
+    keys = sorted(set(a) | set(b))
+    return stats.paired([a.get(k) for k in keys], [b.get(k) for k in keys])
+
+
+def _diff_row(label: str, d: dict) -> str:
+    p = "-" if d["p"] is None else f"{d['p']:.3f}"
+    return f"| {label} | {d['n']} | {_fmt(d)} | {p} | {d['positive']} / {d['zero']} / {d['negative']} |"
+
+
+def comparisons(data) -> list[tuple[str, str, dict]]:
+    """(hypothesis, label, paired difference) for every comparison the pre-registration names."""
+    out = []
+    for kind, key, levels in (("accuracy", "retention_at_accuracy", ACCURACY_LEVELS),
+                              ("KL", "retention_at_kl", KL_LEVELS)):
+        for level in levels:
+            f = {arm: frontier(data, "A", arm, key, level) for arm in ARMS.split("/")}
+            tag = f"at {kind} {level:g}"
+            pairs = ([("H1", "sdft", "sft"), ("H2", "sft@plain", "sft"), ("H2", "sdft", "sft@plain"),
+                      ("H3", "offline", "sft@plain"), ("H3", "sdft", "offline")] if kind == "accuracy"
+                     else [("H6", "sdft", "sft"), ("H6", "sdft", "sft@plain")])
+            out += [(h, f"retention {tag}: {a} - {b}", _diff(f[a], f[b])) for h, a, b in pairs]
+    for lr in (1e-4, 3e-4):
+        sd, sb = (_by_seed(_sel(data, "A", arm=arm, lr=lr), lambda r: r["stage2_task2"]) for arm in ("sdft", "sdft:base"))
+        out.append(("H5", f"task-2 accuracy after stage 2 at {lr:g}: sdft:base - sdft", _diff(sb, sd)))
+    for lr in sorted({r["lr"] for r in data["runs"] if r["phase"] == "A"}):
+        recs = _sel(data, "A", arm="sdft", lr=lr)
+        out.append(("H5", f"teacher on task 2, end of stage 1 - base, sdft at {lr:g}",
+                    _diff(_by_seed(recs, lambda r: r["teacher_task2_end_stage1"]),
+                          _by_seed(recs, lambda r: r["teacher_task2_base"]))))
+    if _sel(data, "B"):
+        for level in ACCURACY_LEVELS:
+            v = {arm: _by_seed(_sel(data, "B", arm=arm), lambda r: r["retention_at_accuracy"][f"{level:g}"])
+                 for arm in ("sdft", "sft", "sft@plain")}
+            out += [("H7", f"base B, retention at accuracy {level:g}: {a} - {b}", _diff(v[a], v[b]))
+                    for a, b in (("sdft", "sft"), ("sft@plain", "sft"), ("sdft", "sft@plain"))]
+    return out
+
+
+PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("prior skills, end of stage 1", "stage1_prior"),
+            ("teacher on task 2, end of stage 1", "teacher_task2_end_stage1"),
+            ("task 2 after stage 2", "stage2_task2"), ("task 1 after stage 2", "stage2_task1"),
+            ("prior skills after stage 2", "final_prior"), ("KL(model || base) after stage 1, nats", "kl_stage1")]
+
+
+def per_rate_table(data, phase) -> str:
+    arms = [a for a in ARMS.split("/") if _sel(data, phase, arm=a)]
+    lines = ["| lr | measure | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for lr in sorted({r["lr"] for r in _sel(data, phase)}):
+        for label, key in PER_RATE:
+            cells = [_fmt(stats.summary([r[key] for r in _sel(data, phase, arm=a, lr=lr)]), 2 if "KL" in label else 3)
+                     for a in arms]
+            lines.append(f"| {lr:g} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def frontier_table(data) -> str:
+    arms = ARMS.split("/")
+    lines = ["| retention of the prior skills (stage 1) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for kind, key, levels in (("new-task accuracy", "retention_at_accuracy", ACCURACY_LEVELS),
+                              ("KL, nats", "retention_at_kl", KL_LEVELS)):
+        for level in levels:
+            cells = []
+            for arm in arms:
+                f = frontier(data, "A", arm, key, level)
+                s = stats.summary(list(f.values()))
+                cells.append(f"{_fmt(s)} ({s['n']}/{len(f)})")
+            lines.append(f"| at {kind} {level:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(data, figure: str = "") -> str:
+    a_runs = _sel(data, "A")
+    seeds = sorted({r["seed"] for r in a_runs})
+    rates = sorted({r["lr"] for r in a_runs})
+    cut = sum(r["cut_answers"] for r in data["runs"])
+    scored = sum(r["scored_answers"] for r in data["runs"])
+    lines = [f"Base A: {len(a_runs)} continual runs (arm x rate x seed; seeds {', '.join(map(str, seeds))}; "
+             f"rates {', '.join(f'{x:g}' for x in rates)}). Base B: {len(_sel(data, 'B'))} runs. "
+             f"Validation: {len(_sel(data, 'validation'))} runs; r* = {data.get('r_star', FALLBACK_RATE):g} "
+             f"({data.get('r_star_rule', 'validation not run')}).",
+             "", f"Truncation audit: {cut} of {scored} scored answers reached the 24-token cap "
+             f"({100 * cut / max(scored, 1):.2f}%).", "",
+             "### Retention at matched new-task accuracy and at matched KL (base A, stage 1)", "",
+             "Mean [95% interval] over seeds of each arm's best retention over the rates that reach the "
+             "level; (seeds that reach it / seeds).", "", frontier_table(data), "",
+             "### Paired differences (seeds; mean [95% interval], two-sided paired t-test)", "",
+             "| hypothesis: comparison | pairs | difference | p | seeds + / 0 / - |", "|---|---:|---|---:|---|"]
+    lines += [_diff_row(f"{h}: {label}", d) for h, label, d in comparisons(data)]
+    lines += ["", "### Every arm and rate (base A; mean [95% interval] over seeds)", "", per_rate_table(data, "A")]
+    if _sel(data, "B"):
+        lines += ["", "### Base B (pretraining seed 1) at r*", "", per_rate_table(data, "B")]
+    if figure:
+        lines += ["", f"![stage-1 curves]({figure})"]
+    return "\n".join(lines)
+
+
+def plot(data, path: str) -> None:
+    """Left: stage 1, prior skills against new-task accuracy (mean curve per arm and rate, base A);
+    right: the teacher on task 2 during stage 1 (not yet trained), per arm at each rate."""
+    from matplotlib.figure import Figure
+    arms = ARMS.split("/")
+    rates = sorted({r["lr"] for r in _sel(data, "A")})
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, len(rates) + 1)
+    for j, lr in enumerate(rates):
+        ax = axes[j]
+        for arm, color in zip(arms, ("C0", "C9", "C3", "C1", "C2", "C4")):
+            recs = _sel(data, "A", arm=arm, lr=lr)
+            if not recs:
+                continue
+            acc = np.mean([r["curves"][0]["acc"] for r in recs], axis=0)
+            prior = np.mean([r["curves"][0]["prior"] for r in recs], axis=0)
+            ax.plot(acc, prior, "-o", ms=3, color=color, label=arm)
+        ax.set_title(f"stage 1, lr {lr:g}")
+        ax.set_xlabel("task-1 accuracy")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("prior-skill accuracy")
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for arm, color in zip(arms, ("C0", "C9", "C3", "C1", "C2", "C4")):
+        for lr, ls in zip(rates, (":", "--", "-")):
+            recs = _sel(data, "A", arm=arm, lr=lr)
+            if recs and recs[0]["curves"][0]["teacher_other"]:
+                ax.plot(recs[0]["curves"][0]["step"], np.mean([r["curves"][0]["teacher_other"] for r in recs], axis=0),
+                        ls, color=color, label=f"{arm} {lr:g}" if arm in ("sdft", "sft") else None)
+    ax.set_title("teacher on task 2 during stage 1")
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.demo.study_report",
+                                     description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--out", required=True)
+    c.add_argument("--runs", default="", help="a folder holding demo_study_<phase> folders (default: the cache's)")
+    r = sub.add_parser("render")
+    r.add_argument("json")
+    r.add_argument("--update", default="", help="a markdown file whose study block is replaced")
+    r.add_argument("--figure", default="")
+    args = parser.parse_args(argv)
+    if args.action == "collect":
+        roots = {p: os.path.join(args.runs, f"demo_study_{p}") if args.runs else folder(p) for p in PHASES}
+        data = collect(roots)
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        print(f"{len(data['runs'])} arm-runs -> {args.out}")
+        return 0
+    data = json.load(open(args.json))
+    if args.figure:
+        plot(data, args.figure)
+    emit(markdown(data, link(args.figure, args.update)), args.update, "study")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
