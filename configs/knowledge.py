@@ -9,12 +9,13 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
 The compare program (sdft_jax/programs/compare.py): the base model's evaluations, then per method the same
 sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
-`epoch_grid=2/4/8` give other grids), each point chosen by
+`epoch_grid=2/4/8` give other grids; `lora=16` trains rank-16 adapters on a `lora_base=float32|bfloat16`
+base; `companies=N` sizes the corpus; `humaneval=N` the HumanEval subset), each point chosen by
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
 the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphrases), ood (indirect
 questions), oracle_rag (the held-out test questions with the article in context: the paper's
 oracle-RAG row and the teacher's ceiling), drift (NLL of the base's own answers to 24 general
-prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems). `method=sdft|sft`
+prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems, or `humaneval=N`). `method=sdft|sft`
 runs one method, `method=sdft/sft/offline` those three (any of sdft, sft, offline, rejection). The
 corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
@@ -32,7 +33,8 @@ LRS, EPOCHS = (2e-5, 6e-5, 2e-4), (2, 4)
 
 def get_config(arg=None):
     args = common.parse_arg(arg, model="smollm2_135m", method="both", companies=30, lr=0.0, epochs=0,
-                            corpus_seed=0, val_examples=60, lrs="", epoch_grid="")
+                            corpus_seed=0, val_examples=60, lrs="", epoch_grid="", lora=0, lora_base="float32",
+                            humaneval=40)
     c = common.base_config()
     c.program = "compare"
     root = corpus_folder(args.corpus_seed, args.companies)
@@ -50,6 +52,8 @@ def get_config(arg=None):
         c.model.path = common.real_model_path(MODELS[args.model])
         c.sampling.max_new_tokens = 64
     c.model.dtype = "float32"
+    if args.lora:  # only the adapters train; the frozen base in lora_base (float32 | bfloat16)
+        c.model.lora.update(dict(rank=args.lora, base_dtype=args.lora_base))
     c.data.max_student_prompt, c.data.max_teacher_prompt = 128, 384
     c.loss.chunk_size = 64
     c.checkpoint.every = 10**6
@@ -73,7 +77,8 @@ def get_config(arg=None):
                    answers=os.path.join(cache_root(), "knowledge", f"base_answers_{args.model}.jsonl")))
     panels = ["drift"]
     if args.model.startswith("qwen") or tiny:  # a coder model; SmolLM2-135M is not one
-        evals["humaneval"] = dict(type="humaneval", examples=2 if tiny else 40, max_new_tokens=8 if tiny else 384)
+        evals["humaneval"] = dict(type="humaneval", examples=2 if tiny else args.humaneval,
+                                 max_new_tokens=8 if tiny else 384)
         panels.append("humaneval")
     c.compare = ml_collections.ConfigDict(dict(
         methods=["sdft", "sft"] if args.method == "both" else args.method.split("/"),

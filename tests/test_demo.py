@@ -109,7 +109,8 @@ def json_rows(path):
 def _run_demo(workdir, cache):
     env = {**os.environ, "SDFT_JAX_CACHE": str(cache), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-m", "sdft_jax.main", "--config=configs/demo.py:size=small",
-                           f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+                           "--config.demo.curve_every=30", f"--workdir={workdir}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -148,6 +149,16 @@ def test_reduced_demo_end_to_end_and_resumable(tmp_path):
     assert again["methods"] == results["methods"] and again["teacher_ceiling"] == ceiling
     from sdft_jax.experiments.demo.aggregate import table
     assert "over 1 seeds (0)" in table([str(tmp_path / "a")])
+    # The curves (demo.curve_every=30): per stage the start and steps 30, 60, read by the study's report.
+    from sdft_jax.experiments.demo.study_report import arm_record
+    for method in ("sdft", "sft"):
+        m = results["methods"][method]
+        assert [[r["step"] for r in c] for c in m["curves"]] == [[0, 30, 60], [0, 30, 60]]
+        assert m["curves"][1][0] == {"step": 0, **dict(zip(m["columns"], m["matrix"][0]))}  # stage 2 starts from stage 1's row
+        rec = arm_record({**results, "eval_examples": 32}, method)
+        assert rec["curves"][0]["kl"][0] == 0.0 and all(k > 0 for k in rec["curves"][0]["kl"][1:])
+        assert rec["stage1_task1"] == m["matrix"][0][0] and 0 <= rec["cut_answers"] <= rec["scored_answers"]
+        assert rec["teacher_task2_base"] == m["curves"][0][0][f"teacher:{m['columns'][1]}"]
 
 
 def test_pretraining_is_deterministic(tmp_path, monkeypatch):

@@ -33,12 +33,16 @@ PHASES = ("validation", "A", "B")
 def first_crossing(xs, ys, level: float):
     """y where x first reaches `level` along the curve, linear between the two points around it;
     None when x never does."""
-    for i, x in enumerate(xs):
-        if x is not None and x >= level:
-            if i == 0:
-                return ys[0]
-            x0, y0 = xs[i - 1], ys[i - 1]
-            return y0 + (level - x0) / (x - x0) * (ys[i] - y0)
+    previous = None  # the last point with an x (a missing x is skipped)
+    for x, y in zip(xs, ys):
+        if x is None:
+            continue
+        if x >= level:
+            if previous is None:
+                return y
+            x0, y0 = previous
+            return y0 + (level - x0) / (x - x0) * (y - y0)
+        previous = (x, y)
     return None
 
 

@@ -1,0 +1,55 @@
+"""The demo study's measures (docs/DEMO.md, "The study"), on synthetic curves with known answers."""
+import numpy as np
+import pytest
+
+from sdft_jax.experiments.demo import study, study_report
+
+
+def test_first_crossing_interpolates_where_the_curve_first_reaches_the_level():
+    acc, prior = [0.0, 0.1, 0.4, 0.3, 0.9], [1.0, 0.8, 0.5, 0.45, 0.1]
+    # 0.25 lies between 0.1 and 0.4: halfway, so prior halfway between 0.8 and 0.5 (np.interp agrees).
+    assert study_report.first_crossing(acc, prior, 0.25) == pytest.approx(np.interp(0.25, acc[:3], prior[:3]))
+    assert study_report.first_crossing(acc, prior, 0.4) == pytest.approx(0.5)  # reached exactly at a point
+    assert study_report.first_crossing(acc, prior, 0.0) == 1.0  # at the start
+    assert study_report.first_crossing(acc, prior, 0.95) is None  # never reached
+    kl = [0.0, None, 12.0]  # a missing point is skipped, not read as a crossing
+    assert study_report.first_crossing(kl, [1.0, 0.7, 0.4], 6.0) == pytest.approx(0.7)
+
+
+def _run(lr, seed, curves):
+    """A demo results.json with arms sdft and sft whose stage-1 curves are (task-1 accuracy, prior)."""
+    def arm(points):
+        rows = [{"step": 20 * i, "T1": a, "prior:rev": p, "prior:dup": p, "prior:cyc": p} for i, (a, p) in enumerate(points)]
+        return {"columns": ["T1", "T2"], "curves": [rows, rows]}
+    return {"lr": lr, "seed": seed, "methods": {name: arm(points) for name, points in curves.items()}}
+
+
+def test_the_rate_rule_takes_the_largest_rate_where_both_arms_learn_and_still_remember():
+    learns = [(0.0, 1.0), (0.3, 0.5), (0.5, 0.2)]
+    forgets_all = [(0.0, 1.0), (0.6, 0.2), (0.9, 0.05)]
+    never = [(0.0, 1.0), (0.1, 0.9), (0.2, 0.8)]
+    runs = [_run(lr, s, {"sdft": learns, "sft": learns if lr < 3e-4 else forgets_all})
+            for lr in study.RATES for s in study.VALIDATION_SEEDS]
+    assert study.choose_rate(runs)[0] == 1e-4  # 3e-4: sft's prior skills end below 0.10
+    runs = [_run(lr, s, {"sdft": never, "sft": learns}) for lr in study.RATES for s in study.VALIDATION_SEEDS]
+    rate, why = study.choose_rate(runs)
+    assert rate == study.FALLBACK_RATE and "none qualifies" in why
+    runs = [_run(lr, s, {"sdft": learns if s == 100 else never, "sft": learns})
+            for lr in study.RATES for s in study.VALIDATION_SEEDS]
+    assert study.choose_rate(runs)[0] == study.FALLBACK_RATE  # one validation seed is not enough
+
+
+def test_frontier_is_each_seeds_best_rate_among_those_that_reach_the_level():
+    rec = lambda lr, seed, r: {"phase": "A", "arm": "sdft", "pretrain_seed": 0, "seed": seed, "lr": lr,  # noqa: E731
+                               "retention_at_accuracy": {"0.25": r}}
+    data = {"runs": [rec(3e-5, 0, None), rec(1e-4, 0, 0.4), rec(3e-4, 0, 0.6),
+                     rec(3e-5, 1, None), rec(1e-4, 1, None), rec(3e-4, 1, None)]}
+    assert study_report.frontier(data, "A", "sdft", "retention_at_accuracy", 0.25) == {(0, 0): 0.6, (0, 1): None}
+
+
+def test_phase_commands_are_the_preregistered_grid():
+    a = study.phase_command("A")
+    assert "--sweep=seed=[0,1,2,3,4]" in a and "--sweep=demo.lr=[3e-05,0.0001,0.0003]" in a
+    assert f"--config=configs/demo.py:methods={study.ARMS}" in a and "--config.demo.curve_every=20" in a
+    b = study.phase_command("B", 1e-4)
+    assert "--config.demo.pretrain.seed=1" in b and "--config.demo.lr=0.0001" in b
