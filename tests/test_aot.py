@@ -83,6 +83,29 @@ def test_tiny_fused_step_compiles_for_tpu(topology, overrides, mesh, hosts, tmp_
     assert "memory check: yes" in stdout
 
 
+def test_external_teacher_is_in_the_compiled_step(tmp_path):
+    """teacher.kind=external (configs/tiny.py:teacher=external, a wider and deeper checkpoint):
+    its shapes come from its own config.json and its weights are arguments of the fused step."""
+    from configs import tiny
+    env = _tpu_env()
+    proc = subprocess.run([sys.executable, "-m", "sdft_jax.aot", "--config=configs/tiny.py:teacher=external",
+                           "--programs=step", f"--out={tmp_path / 'aot'}", "--topology=v5p:2x2x1",
+                           "--config.model.attention=xla"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "aot" / "aot.json").read_text())
+    assert "external teacher qwen2" in report["model"] and "teacher_wide" in report["model"]
+    (step,) = report["programs"]
+
+    def n(folder):
+        with safe_open(os.path.join(folder, "model.safetensors"), "np") as f:
+            return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+    student, teacher = n(tiny.materialize(0)[0]), n(tiny.materialize_teacher(0))
+    assert teacher > student  # so the bound below cannot hold without the teacher
+    state = 4 * (3 * student + teacher)  # fp32: params, two AdamW moments, the frozen teacher (no EMA copy)
+    assert state / report["num_chips"] <= step["arguments"] <= state + 2 ** 20 and step["fits"]
+
+
 def test_splash_compiles_as_a_mosaic_kernel_for_tpu(tmp_path):
     """Splash attention inside the fused step is the Mosaic kernel on TPU (not interpret mode), per
     device in a shard_map: XLA cannot partition a Mosaic call over the 4 chips itself."""

@@ -70,7 +70,8 @@ def test_markdown_updates_only_the_results_block_and_writes_the_pareto_plot(swee
     text = doc.read_text()
     assert text.startswith("# Title\nhand-written\n") and text.endswith(f"{END}\nafter\n")
     assert "old numbers" not in text and "![Pareto plot](pareto.png)" in text
-    assert "Mean ± std over 2 seeds (0, 1)" in text  # the headline rows: lr 1e-3's two seeds
-    sft_kl = np.mean([6.0, 5.0])
-    assert f"| 0.001 | SFT | 2 | 1.000 ± 0.000 | 1.000 ± 0.000 | 0.150 ± 0.050 | {sft_kl:.3f} ± 0.500 |" in text
+    assert "Mean ± sample std over 2 seeds (0, 1)" in text  # the headline rows: lr 1e-3's two seeds
+    sft_kl, prior = [6.0, 5.0], [0.1, 0.2]
+    assert (f"| 0.001 | SFT | 2 | 1.000 ± 0.000 | 1.000 ± 0.000 | 0.150 ± {np.std(prior, ddof=1):.3f} | "
+            f"{np.mean(sft_kl):.3f} ± {np.std(sft_kl, ddof=1):.3f} |") in text
     assert png.stat().st_size > 10_000

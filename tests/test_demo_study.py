@@ -53,3 +53,14 @@ def test_phase_commands_are_the_preregistered_grid():
     assert f"--config=configs/demo.py:methods={study.ARMS}" in a and "--config.demo.curve_every=20" in a
     b = study.phase_command("B", 1e-4)
     assert "--config.demo.pretrain.seed=1" in b and "--config.demo.lr=0.0001" in b
+
+
+def test_the_doc_block_is_the_committed_json_rendered():
+    """docs/DEMO.md's study block is what `study_report render` makes of docs/results/demo_study.json."""
+    import json
+    import os
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = json.load(open(os.path.join(repo, "docs", "results", "demo_study.json")))
+    doc = open(os.path.join(repo, "docs", "DEMO.md")).read()
+    block = doc.split("<!-- results:study:begin -->\n", 1)[1].split("\n<!-- results:study:end -->", 1)[0]
+    assert block == study_report.markdown(data, "study.png")

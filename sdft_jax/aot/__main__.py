@@ -64,7 +64,10 @@ def compile_report(config, topology: str, programs=("step", "other_method", "sam
     """(header, one row per program, the memory check's verdict) for `config` on `topology`; each
     compiled program's HLO text in hlo_dir when given."""
     target = aot_targets.parse_topology(topology)
-    aot_programs.model_folder(config)  # a bad model.path is named before the compiler is asked for devices
+    # A bad model.path (or external teacher.path) is named before the compiler is asked for devices.
+    aot_programs.model_folder(config.model.path)
+    if config.teacher.kind == "external":
+        aot_programs.model_folder(config.teacher.path, "teacher.path")
     devices = aot_targets.target_devices(target)
     with compiling_for(target.chip.platform):
         plan = aot_programs.build(config, devices, tuple(programs))
@@ -73,7 +76,7 @@ def compile_report(config, topology: str, programs=("step", "other_method", "sam
         header = dict(config=name, topology=target.name, chip=target.chip.name,
                       chip_source=target.chip.source, num_chips=len(devices), hosts=hosts, mesh=mesh,
                       model=f"{plan.model_cfg.arch} {plan.n_params / 1e9:.2f}B params from {plan.model_source}, "
-                            f"attention {plan.model_cfg.attention}",
+                            f"attention {plan.model_cfg.attention}" + plan.teacher_note,
                       versions=versions(target.chip.platform))
         say(f"[aot] {header['topology']}: {len(devices)} x {target.chip.name}, {hosts} host(s), mesh {mesh}; "
             f"{header['model']}; {header['versions']}")

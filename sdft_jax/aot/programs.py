@@ -48,18 +48,18 @@ class Plan:
     model_source: str  # the config.json the shapes came from
     n_params: int
     programs: list[Program]
+    teacher_note: str = ""  # teacher.kind=external: the teacher's architecture and size
 
 
-def model_folder(config: ml_collections.ConfigDict) -> tuple[str, str]:
+def model_folder(path: str, key: str = "model.path") -> tuple[str, str]:
     """(a folder holding the model's config.json, where its shapes come from). A folder that is not
     here, known by name, gets its config.json from known_models.HF_CONFIGS (weights are never read)."""
-    path = config.model.path
     if model_path_kind(path) == "local" and os.path.isfile(os.path.join(os.path.expanduser(path), "config.json")):
         return os.path.expanduser(path), os.path.join(path, "config.json")
     hf = known_config(path)
     if hf is None:
-        raise ConfigError(f"model.path={path!r}: no config.json there and not one of the known checkpoints "
-                          f"({', '.join(HF_CONFIGS)}); pass --config.model.path=FOLDER holding its config.json")
+        raise ConfigError(f"{key}={path!r}: no config.json there and not one of the known checkpoints "
+                          f"({', '.join(HF_CONFIGS)}); pass --config.{key}=FOLDER holding its config.json")
     folder = os.path.join(cache_root(), "aot_models", os.path.basename(path.rstrip("/").split("@")[0]))
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
@@ -75,13 +75,11 @@ def build(config: ml_collections.ConfigDict, devices: list, programs: tuple[str,
           "other_method", "evals")) -> Plan:
     """The run's programs over `devices` (a target's, see aot/targets.py), each with its abstract arguments."""
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy: model.path may point to the table's
-    config.model.path, source = model_folder(config)
+    config.model.path, source = model_folder(config.model.path)
+    if config.teacher.kind == "external":
+        config.teacher.path, teacher_source = model_folder(config.teacher.path, "teacher.path")
     num_processes = len({d.process_index for d in devices})
     settings = resolve(config, len(devices), num_processes)
-    if settings.step.teacher_kind == "external":
-        raise ConfigError("teacher.kind=external is not compiled ahead of time yet (its teacher's shapes would "
-                          "come from teacher.path); compile the same run with teacher.kind=frozen for the student's "
-                          "share and add the teacher's parameter bytes")
     mesh = shd.make_mesh(*settings.mesh_shape, devices=devices)
     cfg = model_config(read_hf_config(config.model.path), source, **settings.model.kwargs())
     graphdef, abstract = abstract_model(cfg)
@@ -92,9 +90,17 @@ def build(config: ml_collections.ConfigDict, devices: list, programs: tuple[str,
     train_sh, frozen_sh = split_adapters(p_sh) if cfg.lora_rank else (p_sh, None)
     tx, schedule = make_optimizer(settings.optim), learning_rate_schedule(settings.optim)
     ema_dtype = (config.teacher.ema_dtype or None) if settings.step.teacher_kind == "ema" else None
+    teacher_graphdef, teacher, teacher_sh = None, None, None
+    if settings.step.teacher_kind == "external":  # its own shapes and sharding rules, as train.py loads it
+        o = settings.model
+        teacher_cfg = model_config(read_hf_config(config.teacher.path), teacher_source,
+                                   dtype=settings.teacher.dtype or o.dtype, compute_dtype=o.compute_dtype,
+                                   remat=o.remat, scan_layers=o.scan_layers, attention=o.attention)
+        teacher_graphdef, teacher = abstract_model(teacher_cfg)
+        teacher_sh = param_shardings(teacher_cfg, mesh, teacher)
     state, st_sh = abstract_state(trainable, tx, settings.step.teacher_kind, ema_dtype, train_sh, mesh, frozen,
-                                  frozen_sh)
-    kwargs = dict(state_shardings=st_sh, **run_shardings(mesh, cfg, abstract))
+                                  frozen_sh, teacher, teacher_sh)
+    kwargs = dict(state_shardings=st_sh, teacher_graphdef=teacher_graphdef, **run_shardings(mesh, cfg, abstract))
     B, N = config.batch.prompts_per_step, settings.sampling.max_new_tokens
     Ps, Pt = settings.lengths.student_buckets()[-1], settings.lengths.teacher_buckets()[-1]  # the longest buckets
     input_sh = kwargs["input_sharding"]
@@ -122,7 +128,11 @@ def build(config: ml_collections.ConfigDict, devices: list, programs: tuple[str,
                             decode))
     if "evals" in programs:
         out += _evaluators(config, settings, mesh, graphdef, state, n_params)
-    return Plan(settings, mesh, cfg, source, n_params, out)
+    note = "" if teacher is None else (
+        f"; external teacher {teacher_cfg.arch} {sum(x.size for x in jax.tree.leaves(teacher)) / 1e9:.2f}B params "
+        f"from {teacher_source} (frozen; its FLOPs are not in the model FLOP count; tokenizers are not compared "
+        "ahead of time)")
+    return Plan(settings, mesh, cfg, source, n_params, out, note)
 
 
 def _sampler(graphdef, cfg, settings, tx, schedule, kwargs, state, shapes, input_sh, key, n_params, decode) -> Program:

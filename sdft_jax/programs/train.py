@@ -386,8 +386,10 @@ def _export(workdir: str, params, model, model_path: str) -> str:
         target = epath.Path(workdir) / name
         if "://" not in workdir:  # whole or absent: written beside it, then renamed
             partial = f"{target}.partial"
-            if jax.process_index() == 0:  # others take part in the gathers and write nothing; a
-                shutil.rmtree(partial, ignore_errors=True)  # late rmtree here would race process 0's files
+            # Only process 0 clears and writes; the others take part in the gathers. (A late rmtree
+            # by another process on a shared disk used to delete process 0's half-written files.)
+            if jax.process_index() == 0:
+                shutil.rmtree(partial, ignore_errors=True)
             write(partial)
             if jax.process_index() == 0:
                 shutil.rmtree(target, ignore_errors=True)

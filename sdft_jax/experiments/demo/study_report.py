@@ -22,7 +22,8 @@ import numpy as np
 
 from sdft_jax.experiments import stats
 from sdft_jax.experiments.demo.aggregate import load_runs
-from sdft_jax.experiments.demo.study import ARMS, FALLBACK_RATE, choose_rate, folder, prior_mean
+from sdft_jax.experiments.demo.study import (ARMS, FALLBACK_RATE, RATES, SEEDS, VALIDATION_SEEDS, choose_rate,
+                                             folder, prior_mean)
 from sdft_jax.runtime.doc_block import emit, link
 
 ACCURACY_LEVELS = (0.25, 0.5)  # matched new-task accuracy, stage 1
@@ -206,7 +207,13 @@ def markdown(data, figure: str = "") -> str:
     rates = sorted({r["lr"] for r in a_runs})
     cut = sum(r["cut_answers"] for r in data["runs"])
     scored = sum(r["scored_answers"] for r in data["runs"])
-    lines = [f"Base A: {len(a_runs)} continual runs (arm x rate x seed; seeds {', '.join(map(str, seeds))}; "
+    planned = planned_runs()
+    done = {phase: len(_sel(data, phase)) for phase in PHASES}
+    status = ("Every planned run is in." if done == planned else
+              "**In progress: " + ", ".join(f"{p} {done[p]} of {planned[p]}" for p in PHASES) +
+              " planned arm-runs. The tables show what has run; no conclusion is drawn until every run is in.**")
+    lines = [status, "",
+             f"Base A: {len(a_runs)} continual runs (arm x rate x seed; seeds {', '.join(map(str, seeds))}; "
              f"rates {', '.join(f'{x:g}' for x in rates)}). Base B: {len(_sel(data, 'B'))} runs. "
              f"Validation: {len(_sel(data, 'validation'))} runs; r* = {data.get('r_star', FALLBACK_RATE):g} "
              f"({data.get('r_star_rule', 'validation not run')}).",
@@ -226,6 +233,13 @@ def markdown(data, figure: str = "") -> str:
     return "\n".join(lines)
 
 
+def planned_runs() -> dict[str, int]:
+    """Arm-runs per phase as docs/DEMO.md's design fixes them."""
+    arms = len(ARMS.split("/"))
+    return {"validation": 2 * len(VALIDATION_SEEDS) * len(RATES), "A": arms * len(SEEDS) * len(RATES),
+            "B": arms * len(SEEDS)}
+
+
 def plot(data, path: str) -> None:
     """Left: stage 1, prior skills against new-task accuracy (mean curve per arm and rate, base A);
     right: the teacher on task 2 during stage 1 (not yet trained), per arm at each rate."""
@@ -233,6 +247,10 @@ def plot(data, path: str) -> None:
     arms = ARMS.split("/")
     rates = sorted({r["lr"] for r in _sel(data, "A")})
     fig = Figure(figsize=(12, 4.5))
+    if not rates:
+        fig.text(0.5, 0.5, "no base-A run has finished yet", ha="center")
+        fig.savefig(path, dpi=100)
+        return
     axes = fig.subplots(1, len(rates) + 1)
     for j, lr in enumerate(rates):
         ax = axes[j]
