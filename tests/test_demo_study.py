@@ -64,3 +64,17 @@ def test_the_doc_block_is_the_committed_json_rendered():
     doc = open(os.path.join(repo, "docs", "DEMO.md")).read()
     block = doc.split("<!-- results:study:begin -->\n", 1)[1].split("\n<!-- results:study:end -->", 1)[0]
     assert block == study_report.markdown(data, "study.png")
+
+
+def test_verdicts_follow_the_amendment():
+    from sdft_jax.experiments import stats
+    up, around = stats.paired([0.5, 0.6, 0.8, 0.7], [0.1, 0.2, 0.3, 0.2]), stats.paired([0.1, -0.1, 0.2], [0, 0, 0])
+    assert study_report.verdict(up, "positive") == "holds" and study_report.verdict(up, "negative") == "does not hold"
+    assert study_report.verdict(around, "positive") == "does not hold"
+    assert study_report.verdict(around, "equal") == "no difference detected"
+    assert study_report.verdict(up, "equal") == "a difference: does not hold"
+    assert study_report.verdict(stats.paired([0.1], [0.0]), "positive").startswith("undetermined")
+    drop = stats.paired([0.2, 0.3], [1.0, 1.0])
+    assert study_report.verdict(drop, "drop") == "holds"
+    d = study_report._diff({(0, 0): 0.5, (0, 1): None}, {(0, 0): 0.1, (0, 1): 0.3})
+    assert d["n"] == 1 and d["undefined"] == (1, 0)

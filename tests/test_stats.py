@@ -27,3 +27,7 @@ def test_summary_and_paired_test_match_scipy():
     # Undefined pairs are dropped, not counted as zero.
     assert stats.paired([1.0, None, 3.0], [0.5, 1.0, None])["n"] == 1
     assert stats.summary([])["mean"] is None and stats.summary([0.2])["ci95"] is None
+
+
+def test_identical_differences_have_no_p_value():
+    assert stats.paired([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["p"] is None  # std 0: no t statistic

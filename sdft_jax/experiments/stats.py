@@ -71,10 +71,7 @@ def paired(a, b) -> dict:
     d = [x - y for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
     out = summary(d)
     out.update(positive=sum(v > 0 for v in d), zero=sum(v == 0 for v in d), negative=sum(v < 0 for v in d), p=None)
-    if out["n"] >= 2:
-        if out["std"] == 0:
-            out["p"] = 1.0 if out["mean"] == 0 else 0.0
-        else:
-            t = out["mean"] / (out["std"] / math.sqrt(out["n"]))
-            out["p"] = float(2 * t_cdf(-abs(t), out["n"] - 1))
+    if out["n"] >= 2 and out["std"] > 0:  # identical differences have no t statistic: p stays None
+        t = out["mean"] / (out["std"] / math.sqrt(out["n"]))
+        out["p"] = float(2 * t_cdf(-abs(t), out["n"] - 1))
     return out

@@ -54,6 +54,13 @@ def _curve(rows: list[dict], task: str, other: str, kl_at_start) -> dict:
             "teacher_other": [r.get(f"teacher:{other}") for r in rows] if other else []}
 
 
+def cut_counts(rows: list[dict], examples: int) -> tuple[int, int]:
+    """(answers that reached the evaluation cap, answers scored) over evaluation rows (dicts holding
+    NAME and NAME/cut columns, `examples` answers each)."""
+    cut = sum(v for r in rows for k, v in r.items() if k.endswith("/cut"))
+    return int(cut), sum(1 for r in rows for k in r if k.endswith("/cut")) * examples
+
+
 def arm_record(run: dict, arm: str) -> dict:
     """What the analysis reads of one arm of one run (2 stages)."""
     m = run["methods"][arm]
@@ -61,9 +68,8 @@ def arm_record(run: dict, arm: str) -> dict:
     row1, row2 = (dict(zip(m["columns"], r)) for r in m["matrix"][:2])
     c1 = _curve(m["curves"][0], t1, t2, 0.0)
     c2 = _curve(m["curves"][1], t2, "", None)
-    cut = sum(v for row in [m["base_row"]] + m["matrix"] for col, v in zip(m["columns"], row) if col.endswith("/cut"))
-    scored = sum(1 for row in [m["base_row"]] + m["matrix"] for col in m["columns"]
-                 if f"{col}/cut" in m["columns"]) * run.get("eval_examples", 64)
+    rows = [dict(zip(m["columns"], r)) for r in m["matrix"]] + [r for c in m["curves"] for r in c if r["step"] > 0]
+    cut, scored = cut_counts(rows, run.get("eval_examples", 64))
     return {
         "stage1_task1": row1[t1], "stage1_prior": prior_mean(row1), "stage1_max_task1": max(c1["acc"]),
         "teacher_task2_base": c1["teacher_other"][0], "teacher_task2_end_stage1": c1["teacher_other"][-1],
@@ -78,7 +84,7 @@ def arm_record(run: dict, arm: str) -> dict:
 
 
 def collect(roots: dict[str, str]) -> dict:
-    out = {"measures": {"accuracy_levels": ACCURACY_LEVELS, "kl_levels": KL_LEVELS}, "runs": []}
+    out = {"measures": {"accuracy_levels": ACCURACY_LEVELS, "kl_levels": KL_LEVELS}, "runs": [], "base_rows": []}
     for phase, root in roots.items():
         if not os.path.isdir(root):
             continue
@@ -86,14 +92,16 @@ def collect(roots: dict[str, str]) -> dict:
             runs = load_runs([root])
         except FileNotFoundError:
             continue
-        for run in runs:
-            if not all("curves" in m and len(m["curves"]) >= 2 for m in run["methods"].values()):
-                continue  # not a study run (no curves, or fewer than 2 stages)
+        runs = [r for r in runs if all("curves" in m and len(m["curves"]) >= 2 for m in r["methods"].values())]
+        for run in runs:  # (a run without curves or with fewer than 2 stages is not a study run)
+            rec = {"phase": phase, "pretrain_seed": run.get("pretrain_seed", 0), "seed": run["seed"], "lr": run["lr"]}
+            examples = _eval_examples(run)
+            first = next(iter(run["methods"].values()))  # the base row: the same for every arm, counted once
+            cut, scored = cut_counts([dict(zip(first["columns"], first["base_row"]))], examples)
+            out["base_rows"].append({**rec, "cut_answers": cut, "scored_answers": scored})
             for arm in run["methods"]:
-                rec = {"phase": phase, "pretrain_seed": run.get("pretrain_seed", 0), "seed": run["seed"],
-                       "lr": run["lr"], "arm": arm}
-                out["runs"].append({**rec, **arm_record({**run, "eval_examples": _eval_examples(run)}, arm)})
-        if phase == "validation":
+                out["runs"].append({**rec, "arm": arm, **arm_record({**run, "eval_examples": examples}, arm)})
+        if phase == "validation" and runs:
             out["r_star"], out["r_star_rule"] = choose_rate(runs)
     return out
 
@@ -131,48 +139,102 @@ def frontier(data, phase, arm, key, level) -> dict:
 
 
 def _diff(a: dict, b: dict) -> dict:
+    """Paired a - b over the seeds where both are defined, with how many seeds each side left undefined."""
     keys = sorted(set(a) | set(b))
-    return stats.paired([a.get(k) for k in keys], [b.get(k) for k in keys])
+    out = stats.paired([a.get(k) for k in keys], [b.get(k) for k in keys])
+    return {**out, "undefined": (sum(a.get(k) is None for k in keys), sum(b.get(k) is None for k in keys))}
 
 
-def _diff_row(label: str, d: dict) -> str:
+# How a comparison's verdict is read (docs/DEMO.md, the amendment): "positive" needs the 95% interval
+# above 0; "negative" below 0; "drop" a mean at or below -0.2; "equal" is reported as "no difference
+# detected" when the interval holds 0 (not as evidence of equality: 5 seeds, 4 degrees of freedom);
+# "sign" (H7) gives the mean's sign, to be read against base A at the same rate.
+def verdict(d: dict, criterion: str) -> str:
+    if criterion == "sign":  # H7: read against base A's row at the same rate
+        return "-" if d["mean"] is None else "mean above 0" if d["mean"] > 0 else "mean below 0" if d["mean"] < 0 else "0"
+    if d["n"] < 2 or d["ci95"] is None:
+        return "undetermined (fewer than 2 pairs)"
+    lo, hi = d["ci95"]
+    if criterion == "positive":
+        return "holds" if lo > 0 else "does not hold"
+    if criterion == "negative":
+        return "holds" if hi < 0 else "does not hold"
+    if criterion == "drop":
+        return "holds" if d["mean"] <= -0.2 else "does not hold"
+    return "no difference detected" if lo <= 0 <= hi else "a difference: does not hold"
+
+
+def _diff_row(h: str, label: str, d: dict, criterion: str) -> str:
     p = "-" if d["p"] is None else f"{d['p']:.3f}"
-    return f"| {label} | {d['n']} | {_fmt(d)} | {p} | {d['positive']} / {d['zero']} / {d['negative']} |"
+    return (f"| {h}: {label} | {d['n']} ({d['undefined'][0]}, {d['undefined'][1]}) | {_fmt(d)} | {p} | "
+            f"{d['positive']} / {d['zero']} / {d['negative']} | {criterion}: {verdict(d, criterion)} |")
 
 
-def comparisons(data) -> list[tuple[str, str, dict]]:
-    """(hypothesis, label, paired difference) for every comparison the pre-registration names."""
+def r_star(data) -> float:
+    return data.get("r_star", FALLBACK_RATE)
+
+
+def _retention(data, phase, arm, key, level, lr=None) -> dict:
+    """Per seed: retention at `level` at one rate, or (lr None) the arm's frontier over the rates."""
+    if lr is None:
+        return frontier(data, phase, arm, key, level)
+    return _by_seed(_sel(data, phase, arm=arm, lr=lr), lambda r: r[key][f"{level:g}"])
+
+
+def comparisons(data) -> list[tuple[str, str, dict, str]]:
+    """(hypothesis, label, paired difference, criterion) for every comparison the pre-registration
+    and its amendment name."""
     out = []
-    for kind, key, levels in (("accuracy", "retention_at_accuracy", ACCURACY_LEVELS),
-                              ("KL", "retention_at_kl", KL_LEVELS)):
-        for level in levels:
-            f = {arm: frontier(data, "A", arm, key, level) for arm in ARMS.split("/")}
-            tag = f"at {kind} {level:g}"
-            pairs = ([("H1", "sdft", "sft"), ("H2", "sft@plain", "sft"), ("H2", "sdft", "sft@plain"),
-                      ("H3", "offline", "sft@plain"), ("H3", "sdft", "offline")] if kind == "accuracy"
-                     else [("H6", "sdft", "sft"), ("H6", "sdft", "sft@plain")])
-            out += [(h, f"retention {tag}: {a} - {b}", _diff(f[a], f[b])) for h, a, b in pairs]
+    acc = {a: {arm: frontier(data, "A", arm, "retention_at_accuracy", a) for arm in ARMS.split("/")}
+           for a in ACCURACY_LEVELS}
+    kl = {k: {arm: frontier(data, "A", arm, "retention_at_kl", k) for arm in ARMS.split("/")} for k in KL_LEVELS}
+    for a, f in acc.items():
+        out += [("H1", f"retention at accuracy {a:g}: sdft - sft", _diff(f["sdft"], f["sft"]), "positive"),
+                ("H2", f"retention at accuracy {a:g}: sft@plain - sft", _diff(f["sft@plain"], f["sft"]), "positive"),
+                ("H2", f"retention at accuracy {a:g}: sdft - sft@plain", _diff(f["sdft"], f["sft@plain"]), "equal"),
+                ("H3", f"retention at accuracy {a:g}: offline - sft@plain", _diff(f["offline"], f["sft@plain"]),
+                 "equal"),
+                ("H3", f"retention at accuracy {a:g}: sdft - offline", _diff(f["sdft"], f["offline"]), "equal")]
+    for k, f in kl.items():
+        out.append(("H6", f"retention at KL {k:g}: sdft - sft", _diff(f["sdft"], f["sft"]), "equal"))
+    for a, k in zip(ACCURACY_LEVELS, KL_LEVELS):  # H6's claim: a smaller gap at matched KL than at matched accuracy
+        gap = {level: {key: None if x is None or y is None else abs(x - y)
+                       for key in set(f["sdft"]) | set(f["sft"])
+                       for x, y in [(f["sdft"].get(key), f["sft"].get(key))]}
+               for level, f in ((a, acc[a]), (k, kl[k]))}
+        out.append(("H6", f"|sdft - sft| at KL {k:g} - at accuracy {a:g}", _diff(gap[k], gap[a]), "negative"))
+    recs = _sel(data, "A", arm="sdft", lr=3e-4)  # the stage-2 teacher: stage 1's export, demonstration in context
+    out.append(("H5", "teacher on task 2 after stage 1 (exported model) - base, sdft at 0.0003",
+                _diff(_by_seed(recs, lambda r: r["teacher_task2_export_stage1"]),
+                      _by_seed(recs, lambda r: r["teacher_task2_base"])), "drop"))
     for lr in (1e-4, 3e-4):
         sd, sb = (_by_seed(_sel(data, "A", arm=arm, lr=lr), lambda r: r["stage2_task2"]) for arm in ("sdft", "sdft:base"))
-        out.append(("H5", f"task-2 accuracy after stage 2 at {lr:g}: sdft:base - sdft", _diff(sb, sd)))
-    for lr in sorted({r["lr"] for r in data["runs"] if r["phase"] == "A"}):
-        recs = _sel(data, "A", arm="sdft", lr=lr)
-        out.append(("H5", f"teacher on task 2, end of stage 1 - base, sdft at {lr:g}",
-                    _diff(_by_seed(recs, lambda r: r["teacher_task2_end_stage1"]),
-                          _by_seed(recs, lambda r: r["teacher_task2_base"]))))
-    if _sel(data, "B"):
-        for level in ACCURACY_LEVELS:
-            v = {arm: _by_seed(_sel(data, "B", arm=arm), lambda r: r["retention_at_accuracy"][f"{level:g}"])
-                 for arm in ("sdft", "sft", "sft@plain")}
-            out += [("H7", f"base B, retention at accuracy {level:g}: {a} - {b}", _diff(v[a], v[b]))
-                    for a, b in (("sdft", "sft"), ("sft@plain", "sft"), ("sdft", "sft@plain"))]
+        out.append(("H5", f"task-2 accuracy after stage 2 at {lr:g}: sdft:base - sdft", _diff(sb, sd), "positive"))
+    if _sel(data, "B"):  # H7: the signs on base B at r*, next to base A at the same rate
+        for phase in ("A", "B"):
+            for key, level in (("retention_at_accuracy", ACCURACY_LEVELS[0]), ("stage1_prior", None)):
+                v = {arm: (_retention(data, phase, arm, key, level, r_star(data)) if level is not None else
+                           _by_seed(_sel(data, phase, arm=arm, lr=r_star(data)), lambda r: r["stage1_prior"]))
+                     for arm in ("sdft", "sft", "sft@plain")}
+                what = f"retention at accuracy {level:g}" if level is not None else "prior skills, end of stage 1"
+                out += [("H7", f"base {phase} at r*, {what}: {x} - {y}", _diff(v[x], v[y]), "sign")
+                        for x, y in (("sdft", "sft"), ("sft@plain", "sft"), ("sdft", "sft@plain"))]
     return out
 
 
-PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("prior skills, end of stage 1", "stage1_prior"),
-            ("teacher on task 2, end of stage 1", "teacher_task2_end_stage1"),
+PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("task 1, best curve point of stage 1", "stage1_max_task1"),
+            ("prior skills, end of stage 1", "stage1_prior"),
+            ("teacher on task 2, base", "teacher_task2_base"),
+            ("teacher on task 2, end of stage 1: exported model (stage 2's starting teacher)",
+             "teacher_task2_export_stage1"),
+            ("teacher on task 2, end of stage 1: the run's teacher weights (EMA for sdft)", "teacher_task2_end_stage1"),
             ("task 2 after stage 2", "stage2_task2"), ("task 1 after stage 2", "stage2_task1"),
             ("prior skills after stage 2", "final_prior"), ("KL(model || base) after stage 1, nats", "kl_stage1")]
+
+
+def _cell(values, digits: int = 3) -> str:
+    s = stats.summary(values)
+    return f"{_fmt(s, digits)} n={s['n']}"
 
 
 def per_rate_table(data, phase) -> str:
@@ -180,9 +242,13 @@ def per_rate_table(data, phase) -> str:
     lines = ["| lr | measure | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     for lr in sorted({r["lr"] for r in _sel(data, phase)}):
         for label, key in PER_RATE:
-            cells = [_fmt(stats.summary([r[key] for r in _sel(data, phase, arm=a, lr=lr)]), 2 if "KL" in label else 3)
-                     for a in arms]
+            cells = [_cell([r[key] for r in _sel(data, phase, arm=a, lr=lr)], 2 if "KL" in label else 3) for a in arms]
             lines.append(f"| {lr:g} | {label} | " + " | ".join(cells) + " |")
+        for a_level in ACCURACY_LEVELS:  # per rate: which rates feed the frontier, and how often each is defined
+            cells = [_cell([r["retention_at_accuracy"][f"{a_level:g}"] for r in _sel(data, phase, arm=a, lr=lr)])
+                     for a in arms]
+            lines.append(f"| {lr:g} | retention at accuracy {a_level:g} (n = seeds that reach it) | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -205,26 +271,32 @@ def markdown(data, figure: str = "") -> str:
     a_runs = _sel(data, "A")
     seeds = sorted({r["seed"] for r in a_runs})
     rates = sorted({r["lr"] for r in a_runs})
-    cut = sum(r["cut_answers"] for r in data["runs"])
-    scored = sum(r["scored_answers"] for r in data["runs"])
     planned = planned_runs()
     done = {phase: len(_sel(data, phase)) for phase in PHASES}
     status = ("Every planned run is in." if done == planned else
               "**In progress: " + ", ".join(f"{p} {done[p]} of {planned[p]}" for p in PHASES) +
               " planned arm-runs. The tables show what has run; no conclusion is drawn until every run is in.**")
+    b_rates = sorted({r["lr"] for r in _sel(data, "B")})
+    if b_rates and b_rates != [r_star(data)]:
+        status += f" **Base B ran at {b_rates}, not at r* = {r_star(data):g}.**"
+    evidence = [r for r in data["runs"] + data.get("base_rows", []) if r["phase"] != "validation"]
+    cut, scored = sum(r["cut_answers"] for r in evidence), sum(r["scored_answers"] for r in evidence)
     lines = [status, "",
-             f"Base A: {len(a_runs)} continual runs (arm x rate x seed; seeds {', '.join(map(str, seeds))}; "
-             f"rates {', '.join(f'{x:g}' for x in rates)}). Base B: {len(_sel(data, 'B'))} runs. "
-             f"Validation: {len(_sel(data, 'validation'))} runs; r* = {data.get('r_star', FALLBACK_RATE):g} "
+             f"Base A: {len(a_runs)} arm-runs (seeds {', '.join(map(str, seeds))}; "
+             f"rates {', '.join(f'{x:g}' for x in rates)}). Base B: {len(_sel(data, 'B'))} arm-runs. "
+             f"Validation: {len(_sel(data, 'validation'))} arm-runs; r* = {r_star(data):g} "
              f"({data.get('r_star_rule', 'validation not run')}).",
-             "", f"Truncation audit: {cut} of {scored} scored answers reached the 24-token cap "
+             "", f"Truncation audit (bases A and B, every evaluation: between stages and on the curves, the base "
+             f"once per run): {cut} of {scored} scored answers reached the 24-token cap "
              f"({100 * cut / max(scored, 1):.2f}%).", "",
              "### Retention at matched new-task accuracy and at matched KL (base A, stage 1)", "",
              "Mean [95% interval] over seeds of each arm's best retention over the rates that reach the "
              "level; (seeds that reach it / seeds).", "", frontier_table(data), "",
              "### Paired differences (seeds; mean [95% interval], two-sided paired t-test)", "",
-             "| hypothesis: comparison | pairs | difference | p | seeds + / 0 / - |", "|---|---:|---|---:|---|"]
-    lines += [_diff_row(f"{h}: {label}", d) for h, label, d in comparisons(data)]
+             "pairs (undefined: first arm, second arm) = seeds where both are defined (seeds where each is not).", "",
+             "| hypothesis: comparison | pairs | difference | p | seeds + / 0 / - | criterion: verdict |",
+             "|---|---|---|---:|---|---|"]
+    lines += [_diff_row(h, label, d, criterion) for h, label, d, criterion in comparisons(data)]
     lines += ["", "### Every arm and rate (base A; mean [95% interval] over seeds)", "", per_rate_table(data, "A")]
     if _sel(data, "B"):
         lines += ["", "### Base B (pretraining seed 1) at r*", "", per_rate_table(data, "B")]
@@ -275,7 +347,7 @@ def plot(data, path: str) -> None:
             if recs and recs[0]["curves"][0]["teacher_other"]:
                 ax.plot(recs[0]["curves"][0]["step"], np.mean([r["curves"][0]["teacher_other"] for r in recs], axis=0),
                         ls, color=color, label=f"{arm} {lr:g}" if arm in ("sdft", "sft") else None)
-    ax.set_title("teacher on task 2 during stage 1")
+    ax.set_title("the run's teacher on task 2 in stage 1 (EMA for sdft)")
     ax.set_xlabel("step")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
@@ -299,8 +371,11 @@ def main(argv: list[str]) -> int:
     if args.action == "collect":
         roots = {p: os.path.join(args.runs, f"demo_study_{p}") if args.runs else folder(p) for p in PHASES}
         data = collect(roots)
-        with open(args.out, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        with open(args.out, "w") as f:  # one arm-run per line: small, and diffs show which runs changed
+            f.write("{\n" + ",\n".join(
+                f'"{k}": ' + (json.dumps(v, sort_keys=True) if not isinstance(v, list) else
+                              "[\n" + ",\n".join(json.dumps(x, sort_keys=True) for x in v) + "\n]")
+                for k, v in sorted(data.items())) + "\n}\n")
         print(f"{len(data['runs'])} arm-runs -> {args.out}")
         return 0
     data = json.load(open(args.json))
