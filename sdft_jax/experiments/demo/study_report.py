@@ -326,14 +326,16 @@ def plot(data, path: str) -> None:
     axes = fig.subplots(1, len(rates) + 1)
     for j, lr in enumerate(rates):
         ax = axes[j]
-        for arm, color in zip(arms, ("C0", "C9", "C3", "C1", "C2", "C4")):
+        # Dashed arms coincide with the solid one before them in stage 1 by construction (sdft:base's
+        # teacher starts from the base like sdft's; offline's targets are the base teacher's plain answers).
+        for arm, color, style in zip(arms, ("C0", "C9", "C3", "C1", "C2", "C4"), ("-o", "--s", "-o", "-o", "--s", "-o")):
             recs = _sel(data, "A", arm=arm, lr=lr)
             if not recs:
                 continue
             acc = np.mean([r["curves"][0]["acc"] for r in recs], axis=0)
             prior = np.mean([r["curves"][0]["prior"] for r in recs], axis=0)
-            ax.plot(acc, prior, "-o", ms=3, color=color, label=arm)
-        ax.set_title(f"stage 1, lr {lr:g}")
+            ax.plot(acc, prior, style, ms=3, color=color, label=arm, mfc="none" if "--" in style else color)
+        ax.set_title(f"stage 1, lr {lr:g} (mean over seeds)", fontsize=9)
         ax.set_xlabel("task-1 accuracy")
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
@@ -347,7 +349,7 @@ def plot(data, path: str) -> None:
             if recs and recs[0]["curves"][0]["teacher_other"]:
                 ax.plot(recs[0]["curves"][0]["step"], np.mean([r["curves"][0]["teacher_other"] for r in recs], axis=0),
                         ls, color=color, label=f"{arm} {lr:g}" if arm in ("sdft", "sft") else None)
-    ax.set_title("the run's teacher on task 2 in stage 1 (EMA for sdft)")
+    ax.set_title("teacher on task 2, stage 1\n(the run's teacher weights)", fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
