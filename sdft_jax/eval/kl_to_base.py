@@ -18,6 +18,7 @@ from flax import nnx
 from sdft_jax.core import losses
 from sdft_jax.data.pipeline import tokenize_all
 from sdft_jax.model import load_pretrained
+from sdft_jax.model.handle import placed_like
 from sdft_jax.model.stop_tokens import stop_token_ids
 from sdft_jax.core.sampler import SamplingConfig, make_generate
 from sdft_jax.data.buckets import pad_to_bucket
@@ -41,8 +42,10 @@ class KLToBase:
         self.prompts = [r.student for r in rows]
         self.buckets = ctx.lengths.student_buckets()
         self.pad = model.tokenizer.pad_token_id or 0
-        self.base = jax.tree.map(jnp.copy, model.params) if not base_path else _same_shapes(
-            name, model.params, load_pretrained(base_path, dtype=c.model_dtype).params)
+        self.base = (placed_like(model.params, load_pretrained(base_path, dtype=c.model_dtype).params)
+                     if base_path else jax.tree.map(jnp.copy, model.params))
+        if self.base is None:
+            raise ValueError(f"evals.{name}.base_path: not the architecture of the model being trained")
         sc = SamplingConfig(max_new_tokens=max_new_tokens or c.max_new_tokens, temperature=1.0,
                             stop_ids=stop_token_ids(model.path or "", model.tokenizer), pad_id=self.pad)
         self._generate = make_generate(model.graphdef, model.config, sc)
@@ -76,10 +79,3 @@ class KLToBase:
             self.last.append((tokens[: len(chunk)], mask[: len(chunk)], r.tokens[: len(chunk)], r.mask[: len(chunk)]))
         return {self.name: total / len(self.prompts)}
 
-
-def _same_shapes(name: str, params, base):
-    """`base` placed like `params` (the run's sharding), after checking it has the same leaves."""
-    if jax.tree.structure(params) != jax.tree.structure(base) or any(
-            p.shape != b.shape for p, b in zip(jax.tree.leaves(params), jax.tree.leaves(base))):
-        raise ValueError(f"evals.{name}.base_path: not the architecture of the model being trained")
-    return jax.tree.map(lambda p, b: jax.device_put(b.astype(p.dtype), p.sharding), params, base)

@@ -147,6 +147,15 @@ def load_tokenizer(path: str):
         return MissingTokenizer(path, " ".join(str(e).split())[:200])
 
 
+def placed_like(like, other):
+    """`other`'s arrays in `like`'s dtypes and shardings (weights of one architecture read from another
+    checkpoint); None when the two trees differ in structure or shapes."""
+    if jax.tree.structure(like) != jax.tree.structure(other) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(like), jax.tree.leaves(other))):
+        return None
+    return jax.tree.map(lambda a, b: jax.device_put(b.astype(a.dtype), a.sharding), like, other)
+
+
 def tokenizer_difference(a, b) -> str:
     """'' when two tokenizers encode alike (the same vocabulary, ids and special tokens), else the
     first difference in words: an external teacher scores the student's token ids."""

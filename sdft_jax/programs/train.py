@@ -32,7 +32,7 @@ from sdft_jax.eval.context import EvalContext, EvalDefaults
 from sdft_jax.eval.evaluators import evaluate_all, from_config
 from sdft_jax.eval.judge import make_judge
 from sdft_jax.model import load_pretrained
-from sdft_jax.model.handle import tokenizer_difference
+from sdft_jax.model.handle import placed_like, tokenizer_difference
 from sdft_jax.model.hf_io import save_params
 from sdft_jax.model.lora import has_adapters, merged, save_peft_adapter, split_adapters
 from sdft_jax.model.stop_tokens import stop_token_ids
@@ -144,7 +144,7 @@ def _setup(config, workdir: str, settings, mesh) -> _Setup:
     teacher = _external_teacher(settings, model, mesh) if teacher_settings.kind == "external" else None
     state, st_sh = build_state(model, mesh, tx, teacher_settings.kind, loop.seed, teacher_settings.ema_dtype, teacher)
     if teacher_settings.init_path:
-        state = _teacher_from(teacher_settings.init_path, state, st_sh, settings, mesh, loop.seed)
+        state = _teacher_from(teacher_settings.init_path, state, settings, mesh, loop.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=loop.checkpoint_keep, say=say)
     restored = ckpt.restore_newest_readable(state, st_sh)
     if restored is not None:
@@ -199,18 +199,16 @@ def _external_teacher(settings, student, mesh):
     return teacher
 
 
-def _teacher_from(path: str, state, st_sh, settings, mesh, seed: int):
+def _teacher_from(path: str, state, settings, mesh, seed: int):
     """The teacher's initial weights from another checkpoint of the same architecture (teacher.init_path;
     a continual run with teacher.anchor=base: the model before its first stage)."""
     other = load_pretrained(path, mesh=mesh, lora_seed=seed, **settings.model.kwargs())
-    same = jax.tree.structure(state.teacher_params) == jax.tree.structure(other.params) and all(
-        t.shape == p.shape for t, p in zip(jax.tree.leaves(state.teacher_params), jax.tree.leaves(other.params)))
-    if not same:
+    teacher = placed_like(state.teacher_params, other.params)
+    if teacher is None:
         raise ConfigError(f"teacher.init_path={path!r}: its parameters do not match model.path's (the teacher "
                           f"starts from a checkpoint of the same architecture and shapes)")
     say(f"teacher ({settings.step.teacher_kind}) starts from {path}")
-    teacher = jax.tree.map(lambda t, p: p.astype(t.dtype), state.teacher_params, other.params)
-    return state.replace(teacher_params=jax.device_put(teacher, st_sh.teacher_params))
+    return state.replace(teacher_params=teacher)
 
 
 def _load_data(workdir: str, settings, model, sampling):

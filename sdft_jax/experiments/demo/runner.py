@@ -186,7 +186,6 @@ def summarize(method_results: dict, task_names: list[str], skills: list[str]) ->
             "prior_forgetting": float(base[prior].mean() - R[-1, prior].mean()),
             "new_task_forgetting": float(np.mean([R[j, new[j]] - R[-1, new[j]] for j in range(T - 1)]))
             if T > 1 else 0.0,
-            "cut_answers": int(sum(v for row in R for col, v in zip(cols, row) if col.endswith("/cut"))),
             "average_accuracy": method_results["average_accuracy"],
             "backward_transfer": method_results["backward_transfer"]}
 

@@ -174,11 +174,9 @@ def r_star(data) -> float:
     return data.get("r_star", FALLBACK_RATE)
 
 
-def _retention(data, phase, arm, key, level, lr=None) -> dict:
-    """Per seed: retention at `level` at one rate, or (lr None) the arm's frontier over the rates."""
-    if lr is None:
-        return frontier(data, phase, arm, key, level)
-    return _by_seed(_sel(data, phase, arm=arm, lr=lr), lambda r: r[key][f"{level:g}"])
+def _gap(a: dict, b: dict) -> dict:
+    """Per seed |a - b| (None where either is undefined)."""
+    return {k: None if a.get(k) is None or b.get(k) is None else abs(a[k] - b[k]) for k in set(a) | set(b)}
 
 
 def comparisons(data) -> list[tuple[str, str, dict, str]]:
@@ -198,11 +196,8 @@ def comparisons(data) -> list[tuple[str, str, dict, str]]:
     for k, f in kl.items():
         out.append(("H6", f"retention at KL {k:g}: sdft - sft", _diff(f["sdft"], f["sft"]), "equal"))
     for a, k in zip(ACCURACY_LEVELS, KL_LEVELS):  # H6's claim: a smaller gap at matched KL than at matched accuracy
-        gap = {level: {key: None if x is None or y is None else abs(x - y)
-                       for key in set(f["sdft"]) | set(f["sft"])
-                       for x, y in [(f["sdft"].get(key), f["sft"].get(key))]}
-               for level, f in ((a, acc[a]), (k, kl[k]))}
-        out.append(("H6", f"|sdft - sft| at KL {k:g} - at accuracy {a:g}", _diff(gap[k], gap[a]), "negative"))
+        out.append(("H6", f"|sdft - sft| at KL {k:g} - at accuracy {a:g}",
+                    _diff(_gap(kl[k]["sdft"], kl[k]["sft"]), _gap(acc[a]["sdft"], acc[a]["sft"])), "negative"))
     recs = _sel(data, "A", arm="sdft", lr=3e-4)  # the stage-2 teacher: stage 1's export, demonstration in context
     out.append(("H5", "teacher on task 2 after stage 1 (exported model) - base, sdft at 0.0003",
                 _diff(_by_seed(recs, lambda r: r["teacher_task2_export_stage1"]),
@@ -211,12 +206,13 @@ def comparisons(data) -> list[tuple[str, str, dict, str]]:
         sd, sb = (_by_seed(_sel(data, "A", arm=arm, lr=lr), lambda r: r["stage2_task2"]) for arm in ("sdft", "sdft:base"))
         out.append(("H5", f"task-2 accuracy after stage 2 at {lr:g}: sdft:base - sdft", _diff(sb, sd), "positive"))
     if _sel(data, "B"):  # H7: the signs on base B at r*, next to base A at the same rate
+        level = ACCURACY_LEVELS[0]
+        measures = {f"retention at accuracy {level:g}": lambda r: r["retention_at_accuracy"][f"{level:g}"],
+                    "prior skills, end of stage 1": lambda r: r["stage1_prior"]}
         for phase in ("A", "B"):
-            for key, level in (("retention_at_accuracy", ACCURACY_LEVELS[0]), ("stage1_prior", None)):
-                v = {arm: (_retention(data, phase, arm, key, level, r_star(data)) if level is not None else
-                           _by_seed(_sel(data, phase, arm=arm, lr=r_star(data)), lambda r: r["stage1_prior"]))
+            for what, value in measures.items():
+                v = {arm: _by_seed(_sel(data, phase, arm=arm, lr=r_star(data)), value)
                      for arm in ("sdft", "sft", "sft@plain")}
-                what = f"retention at accuracy {level:g}" if level is not None else "prior skills, end of stage 1"
                 out += [("H7", f"base {phase} at r*, {what}: {x} - {y}", _diff(v[x], v[y]), "sign")
                         for x, y in (("sdft", "sft"), ("sft@plain", "sft"), ("sdft", "sft@plain"))]
     return out
