@@ -50,10 +50,14 @@ def shared_data_dir() -> str:
 # or `module::test` prefixes.
 STACKS_SUBSET = (
     "model/test_parity.py", "model/test_export.py", "model/test_lora.py", "model/test_quant.py",
-    "test_sampler.py", "test_losses.py", "test_step.py", "test_train_step.py", "test_sharding.py",
-    "test_reach.py",
-    "test_train.py::test_tiny_end_to_end", "test_train.py::test_resume_is_exact",
-    "test_train.py::test_lora_trains_resumes_exactly",
+    "test_sampler.py", "test_losses.py", "test_train_step.py", "test_sharding.py", "test_reach.py",
+    # test_step.py without 3 of the fused step's 5 cases (the two kept: micro-batches with 2
+    # generations, and SFT); test_train.py: the LoRA run's exact resume stands for test_resume_is_exact
+    # on these stacks (the same orbax save/restore, CI time).
+    "test_step.py::test_fused_step_equals_the_separate_programs[sdft-2-2]",
+    "test_step.py::test_fused_step_equals_the_separate_programs[sft-2-1]",
+    "test_step.py::test_phase_step", "test_step.py::test_fused_step_on_a", "test_step.py::test_decode_loop",
+    "test_train.py::test_tiny_end_to_end", "test_train.py::test_lora_trains_resumes_exactly",
 )
 
 

@@ -109,7 +109,7 @@ def json_rows(path):
 def _run_demo(workdir, cache):
     env = {**os.environ, "SDFT_JAX_CACHE": str(cache), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-m", "sdft_jax.main", "--config=configs/demo.py:size=small",
-                           "--config.demo.curve_every=30", f"--workdir={workdir}"],
+                           f"--workdir={workdir}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -141,6 +141,12 @@ def test_reduced_demo_end_to_end_and_resumable(tmp_path):
         assert (tmp_path / "a" / name).stat().st_size > 0, name
     report = (tmp_path / "a" / "report.md").read_text()
     assert "Teacher ceiling" in report and "SDFT" in report and "SFT" in report and "KL(fine-tuned" in report
+    # The headline (experiments/demo/headline.py, tested on known curves in test_demo_study.py): printed
+    # and at the top of the report, a row per arm.
+    from sdft_jax.experiments.demo.headline import headline
+    lines = headline(results)
+    assert all(f"[demo] {line}" in out for line in lines)
+    assert "\n".join(lines) in report and sum(line.split()[0] in ("SDFT", "SFT") for line in lines if line.strip()) == 2
     # A rerun into the same workdir resumes: every stage is kept, and the results are the same. (Whole-run
     # determinism is checked where it is cheap: resume tests, test_pretraining_is_deterministic.)
     out2 = _run_demo(tmp_path / "a", tmp_path / "cache")
@@ -149,7 +155,7 @@ def test_reduced_demo_end_to_end_and_resumable(tmp_path):
     assert again["methods"] == results["methods"] and again["teacher_ceiling"] == ceiling
     from sdft_jax.experiments.demo.aggregate import table
     assert "over 1 seeds (0)" in table([str(tmp_path / "a")])
-    # The curves (demo.curve_every=30): per stage the start and steps 30, 60, read by the study's report.
+    # The curves (size=small: demo.curve_every=30): per stage the start and steps 30, 60, read by the study's report.
     from sdft_jax.experiments.demo.study_report import arm_record
     for method in ("sdft", "sft"):
         m = results["methods"][method]

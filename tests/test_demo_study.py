@@ -78,3 +78,34 @@ def test_verdicts_follow_the_amendment():
     assert study_report.verdict(drop, "drop") == "holds"
     d = study_report._diff({(0, 0): 0.5, (0, 1): None}, {(0, 0): 0.1, (0, 1): 0.3})
     assert d["n"] == 1 and d["undefined"] == (1, 0)
+
+
+def _headline_arm(acc, prior, end1, end2, teacher2):
+    """One arm of a 2-stage demo result: stage-1 curve (task-1 accuracy, prior skills), the rows after
+    stage 1 and 2 as (task 1, task 2, prior), the stage-1 model's teacher accuracy on task 2."""
+    columns = ["T1", "T2", "teacher:T1", "teacher:T2", "prior:cyc", "prior:dup", "prior:rev"]
+    row = lambda t1, t2, p, teacher: [t1, t2, 1.0, teacher, p, p, p]  # noqa: E731
+    curve1 = [{"step": 20 * i, **dict(zip(columns, row(a, 0.0, p, 1.0))), "kl": 5.0 * i}
+              for i, (a, p) in enumerate(zip(acc, prior))]
+    matrix = [row(*end1, teacher2), row(*end2, teacher2)]
+    curve2 = [{"step": 0, **dict(zip(columns, matrix[0]))}, {"step": 20, **dict(zip(columns, matrix[1])), "kl": 9.0}]
+    return {"columns": columns, "base_row": row(0.0, 0.0, 1.0, 1.0), "matrix": matrix, "curves": [curve1, curve2],
+            "kl_to_base_after_stage": [12.5, 20.0],
+            "summary": {"stages": [{"task": "T1"}, {"task": "T2"}], "base_prior_accuracy": 1.0}}
+
+
+def test_headline_matches_the_arms_at_the_best_accuracy_every_arm_reaches():
+    from sdft_jax.experiments.demo.headline import headline
+    results = {"seed": 3, "lr": 3e-4, "methods": {
+        "sdft": _headline_arm([0.0, 0.2, 0.6, 0.8], [1.0, 0.9, 0.7, 0.6], (0.8, 0.0, 0.6), (0.1, 0.4, 0.3), 0.25),
+        "sft": _headline_arm([0.0, 0.1, 0.3, 0.5], [1.0, 0.6, 0.4, 0.2], (0.5, 0.0, 0.2), (0.0, 0.9, 0.1), 0.5)}}
+    lines = headline(results)
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ("SDFT", "SFT")}
+    # level 0.5 (SFT's best); SDFT first reaches it between 0.2 (prior 0.9) and 0.6 (0.7): 0.9 - 0.75 * 0.2
+    assert rows["SDFT"][1:] == ["0.750", "0.800", "0.600", "12.5", "0.250", "|", "0.400", "0.100", "0.300"]
+    assert rows["SFT"][1:] == ["0.200", "0.500", "0.200", "12.5", "0.500", "|", "0.900", "0.000", "0.100"]
+    assert any(line.startswith("prior@0.50: the prior skills (base 1.000)") for line in lines)
+    results["methods"]["sft"] = _headline_arm([0.0, 0.0, 0.05, 0.02], [1.0, 0.6, 0.4, 0.2], (0.02, 0, 0.2), (0, 0, 0), 1)
+    lines = headline(results)  # SFT learned nothing: no accuracy to match at, and the cells say so
+    assert [line.split()[1] for line in lines if line.split()[0] in ("SDFT", "SFT")] == ["-", "-"]
+    assert any("SFT's best task-1 accuracy in stage 1 is 0.050: no accuracy to match" in line for line in lines)

@@ -56,18 +56,18 @@ def test_cut_counts_answers_that_reach_the_cap_before_a_stop_token(tiny_qwen2):
 @pytest.mark.slow
 def test_real_qwen_teacher_ceiling_vs_student_on_tooluse(tmp_path):
     """Qwen2.5-Coder-0.5B-Instruct on tool-use rows: student context vs demonstration in context.
-    CI uses 2 rows and 32 new tokens (tool-use prompts are ~900 tokens: ~40 s of fp32 prefill per row
+    CI uses 1 row and 32 new tokens (tool-use prompts are ~900 tokens: ~40 s of fp32 prefill per row
     per context on 2 cores); the 20-row figures in the issue note come from the same CLI with --limit 20."""
     path = real_model_dir("qwen2.5-0.5b-instruct")
     data = os.path.join(shared_data_dir(), "tooluse", "sdft_tooluse_eval.jsonl")
     results = {}
     for ctx, flag in (("student", []), ("teacher", ["--with_demonstration"])):
         out = subprocess.run([sys.executable, "-m", "sdft_jax.eval", "--model", path, "--task", "tooluse",
-                              "--data", data, "--limit", "2", "--max_new_tokens", "32", "--batch_size", "2",
+                              "--data", data, "--limit", "1", "--max_new_tokens", "32", "--batch_size", "1",
                               "--data_dir", str(tmp_path), *flag], capture_output=True, text=True, check=True)
         results[ctx] = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(results))  # the figures; which context wins is an empirical question, not asserted
-    assert results["student"]["n"] == results["teacher"]["n"] == 2
+    assert results["student"]["n"] == results["teacher"]["n"] == 1
     assert results["student"]["context"] == "student" and results["teacher"]["context"] == "teacher"
     for ctx in results.values():
         assert 0.0 <= ctx["accuracy"] <= 1.0 and ctx["skipped_too_long"] == 0

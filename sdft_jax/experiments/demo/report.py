@@ -38,17 +38,20 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def write_report(results: dict, task_names: list[str], skills: list[str], timing: dict, config, path: str) -> None:
+def write_report(results: dict, task_names: list[str], skills: list[str], timing: dict, config, path: str,
+                 headline: list[str] = ()) -> None:
     c = results["teacher_ceiling"]
     arms = " vs ".join(m.upper() for m in results["methods"])
-    lines = [f"# {arms} demo (world {results.get('world', 'substitution')}, seed {results['seed']})", "",
-             f"Base model `{results['base_model']}`; new tasks (hidden substitution rules): "
-             + ", ".join(f"`{n}` ({results['rules'][n]})" for n in task_names) + ".",
-             f"{config.demo.steps_per_task} steps per task, {config.demo.prompts_per_step} prompts per step, "
-             f"lr {config.demo.lr}; {config.demo.eval_examples} held-out rows per task, greedy, scorer "
-             f"`{world.scorer(config.demo.world)}`.", "",
-             "## Teacher ceiling (base model, before training)", "",
-             "| task | student (no demonstration) | teacher (demonstration in context) |", "|---|---:|---:|"]
+    lines = [f"# {arms} demo (world {results.get('world', 'substitution')}, seed {results['seed']})", ""]
+    if headline:
+        lines += ["```", *headline, "```", ""]
+    lines += [f"Base model `{results['base_model']}`; new tasks (hidden substitution rules): "
+              + ", ".join(f"`{n}` ({results['rules'][n]})" for n in task_names) + ".",
+              f"{config.demo.steps_per_task} steps per task, {config.demo.prompts_per_step} prompts per step, "
+              f"lr {config.demo.lr}; {config.demo.eval_examples} held-out rows per task, greedy, scorer "
+              f"`{world.scorer(config.demo.world)}`.", "",
+              "## Teacher ceiling (base model, before training)", "",
+              "| task | student (no demonstration) | teacher (demonstration in context) |", "|---|---:|---:|"]
     lines += [f"| {n} | {_fmt(c['student'][n])} | {_fmt(c['teacher'][n])} |" for n in task_names]
     lines += ["", "Prior skills (base): " + ", ".join(f"{k} {_fmt(v)}" for k, v in c["prior"].items()), "",
               "## After each stage", "",

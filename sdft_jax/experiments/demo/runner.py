@@ -22,6 +22,7 @@ from sdft_jax.eval.evaluators import eval_rows
 from sdft_jax.eval.generation import evaluate
 from sdft_jax.eval.kl_to_base import KLToBase
 from sdft_jax.experiments.demo import world
+from sdft_jax.experiments.demo.headline import headline
 from sdft_jax.experiments.demo.pretrain import pretrained_base
 from sdft_jax.experiments.demo.report import write_plot, write_report
 from sdft_jax.model import load_pretrained
@@ -274,11 +275,15 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timing["total_s"] = time.perf_counter() - t_start
     with open(os.path.join(workdir, "timing.json"), "w") as f:
         json.dump({k: round(v, 1) for k, v in timing.items()}, f, indent=2)
+    # The headline needs the per-step curves (matched new-task accuracy) and a second task (the teacher on it).
+    lines = headline(results) if config.demo.get("curve_every", 0) and len(tasks) >= 2 else []
     write_plot(results, task_names, skills, os.path.join(workdir, "demo.png"))
-    write_report(results, task_names, skills, timing, config, os.path.join(workdir, "report.md"))
+    write_report(results, task_names, skills, timing, config, os.path.join(workdir, "report.md"), lines)
     _say(f"done in {timing['total_s'] / 60:.1f} min: {os.path.join(workdir, 'report.md')}")
     for method in arms:
         s = results["methods"][method]["summary"]
         _say(f"   {method.upper()}: final new-task accuracy {s['final_new_tasks_accuracy']:.3f}, prior skills "
              f"{s['final_prior_accuracy']:.3f} (base {s['base_prior_accuracy']:.3f})")
+    for line in lines:
+        _say(line)
     return results
