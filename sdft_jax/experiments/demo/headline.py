@@ -29,8 +29,8 @@ def headline(results: dict) -> list[str]:
         return (f"  {name:<{w}}  " + "  ".join(f"{c:<{n}}" for c, n in zip(cells, widths))).rstrip()
 
     stage1 = sum(widths[:5]) + 2 * 4
-    lines = [f"headline: seed {results['seed']}, lr {results['lr']:g}, one seed (docs/DEMO.md, the study: 5 seeds x "
-             "3 rates x 2 bases, with intervals)",
+    lines = [f"headline: seed {results['seed']}, lr {results['lr']:g}, one seed (the study in docs/DEMO.md: 5 seeds, "
+             "3 rates, a second base, intervals)",
              f"  {'':<{w}}  {f'end of stage 1 (task {t1})':<{stage1}}  |  end of stage 2 (task {t2})",
              row("arm", columns)]
     for arm, r in recs.items():
