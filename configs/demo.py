@@ -48,7 +48,7 @@ def get_config(arg=None):
         # style: the middle of the first sweep {1e-4, 3e-4, 1e-3}, fixed before any comparison run, and
         # of the study's rates the one where, on its validation seeds (100, 101), both SDFT and SFT learn
         # task 1 (SFT's best accuracy 0.55 and 0.22 at 3e-4; 0.00 and 0.02 at 1e-4: nothing to match
-        # the arms at); substitution: the rate its documented runs used.
+        # the arms at; docs/DEMO.md, the study's Amendment 2); substitution: its documented runs' rate.
         lr=3e-4 if args.world == "style" else 1e-3,
         warmup_steps=6,
         # The arms, each a continual run from the same base: sdft | sft | offline | rejection,
