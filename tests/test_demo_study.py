@@ -109,3 +109,26 @@ def test_headline_matches_the_arms_at_the_best_accuracy_every_arm_reaches():
     lines = headline(results)  # SFT learned nothing: no accuracy to match at, and the cells say so
     assert [line.split()[1] for line in lines if line.split()[0] in ("SDFT", "SFT")] == ["-", "-"]
     assert any("SFT's best task-1 accuracy in stage 1 is 0.050: no accuracy to match" in line for line in lines)
+
+
+def test_outcomes_read_h4_h7_and_the_audit_as_stated():
+    """H4 from the rejection runs' best accuracy, H7 from the signs on both bases, the audit's share."""
+    curve = lambda acc, prior: {"acc": acc, "prior": prior}  # noqa: E731
+    rec = lambda phase, arm, seed, retention, prior: {  # noqa: E731
+        "phase": phase, "arm": arm, "pretrain_seed": int(phase == "B"), "seed": seed, "lr": 1e-4,
+        "retention_at_accuracy": {"0.25": retention, "0.5": None}, "retention_at_kl": {"20": None, "30": None},
+        "stage1_prior": prior, "stage1_max_task1": 0.02 if arm == "rejection" else 0.6,
+        "stage2_task2": 0.5, "teacher_task2_export_stage1": 0.5, "teacher_task2_base": 1.0,
+        "curves": [curve([0.0, 0.02], [1.0, prior])], "cut_answers": 1, "scored_answers": 1000}
+    runs = []
+    for seed in range(3):
+        for phase, flip in (("A", 1), ("B", -1)):  # B's sdft - sft retention has the opposite sign
+            runs += [rec(phase, "sdft", seed, 0.5, 0.6), rec(phase, "sft", seed, 0.5 - 0.1 * flip - 0.01 * seed, 0.4),
+                     rec(phase, "sft@plain", seed, 0.5, 0.5), rec(phase, "rejection", seed, None, 0.97)]
+    lines = study_report.outcomes({"runs": runs, "r_star": 1e-4})
+    h4 = next(line for line in lines if line.startswith("- **H4**"))
+    assert "best stage-1 task-1 accuracy 0.020 over 3 runs (holds)" in h4 and "(base 1.000)" in h4 and "0.0001 0.970" in h4
+    h7 = next(line for line in lines if line.startswith("- **H7**"))
+    assert "retention at accuracy 0.25: sdft - sft: A mean above 0, B mean below 0 (not the same)" in h7
+    assert "prior skills, end of stage 1: sdft - sft: A mean above 0, B mean above 0 (same)" in h7
+    assert lines[-1].endswith("0.10% (holds).")  # 24 of 24000 answers cut: every arm-run is evidence

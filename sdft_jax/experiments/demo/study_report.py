@@ -218,6 +218,68 @@ def comparisons(data) -> list[tuple[str, str, dict, str]]:
     return out
 
 
+# The pre-registered predictions, in short (docs/DEMO.md, "Hypotheses and predicted outcomes").
+PREDICTIONS = {
+    "H1": "sdft retains more than sft at matched accuracy (interval above 0)",
+    "H2": "sft@plain retains more than sft (interval above 0), and as much as sdft (interval holds 0)",
+    "H3": "offline retains as much as sft@plain, and as much as sdft (intervals hold 0)",
+    "H4": "rejection's stage-1 task-1 accuracy stays below 0.05 at every rate, its prior skills near the base's",
+    "H5": "sdft's stage-1 model drops >= 0.2 on task 2 with the demonstration at 3e-4; sdft:base learns task 2 "
+          "better than sdft (interval above 0)",
+    "H6": "at matched KL the sdft - sft difference holds 0, and is smaller than at matched accuracy",
+    "H7": "on base B at r* the differences have base A's signs at the same rate",
+    "audit": "under 1% of the scored answers reach the 24-token cap",
+}
+
+
+def _outcome(d: dict, criterion: str) -> str:
+    return f"{_fmt(d)}: {verdict(d, criterion)}"
+
+
+def outcomes(data) -> list[str]:
+    """Each prediction next to what came out (the verdicts of comparisons(); H4, H7 and the audit as stated)."""
+    rows = comparisons(data)
+    lines = []
+    for h in ("H1", "H2", "H3", "H4", "H5", "H6", "H7"):
+        if h == "H4":
+            got = _rejection_outcome(_sel(data, "A", arm="rejection"))
+        elif h == "H7":
+            got = _sign_outcome([(label, d) for hh, label, d, _ in rows if hh == "H7"])
+        else:
+            got = "; ".join(f"{label}: {_fmt(d)}: {verdict(d, c)}" for hh, label, d, c in rows if hh == h)
+        lines.append(f"- **{h}** (predicted: {PREDICTIONS[h]}). Came out: {got or 'not run yet'}.")
+    evidence = [r for r in data["runs"] + data.get("base_rows", []) if r["phase"] != "validation"]
+    cut, scored = sum(r["cut_answers"] for r in evidence), sum(r["scored_answers"] for r in evidence)
+    share = 100 * cut / max(scored, 1)
+    lines.append(f"- **Truncation** (predicted: {PREDICTIONS['audit']}). Came out: {share:.2f}% "
+                 f"({'holds' if share < 1 else 'does not hold'}).")
+    return lines
+
+
+def _rejection_outcome(recs: list[dict]) -> str:
+    if not recs:
+        return ""
+    best = max(r["stage1_max_task1"] for r in recs)
+    rates = sorted({r["lr"] for r in recs})
+    prior = {lr: stats.summary([r["stage1_prior"] for r in recs if r["lr"] == lr])["mean"] for lr in rates}
+    base = stats.summary([r["curves"][0]["prior"][0] for r in recs])["mean"]
+    return (f"best stage-1 task-1 accuracy {best:.3f} over {len(recs)} runs ({'holds' if best < 0.05 else 'does not hold'}"
+            f"); prior skills at the end of stage 1 (base {base:.3f}), mean per rate: "
+            + ", ".join(f"{lr:g} {v:.3f}" for lr, v in prior.items()))
+
+
+def _sign_outcome(h7: list[tuple[str, dict]]) -> str:
+    """Base B's sign of each difference next to base A's at the same rate."""
+    signs = {label: verdict(d, "sign") for label, d in h7}
+    out = []
+    for label, sign_b in signs.items():
+        if label.startswith("base B"):
+            sign_a = signs[label.replace("base B", "base A", 1)]
+            agree = "undefined" if "-" in (sign_a, sign_b) else "same" if sign_a == sign_b else "not the same"
+            out.append(f"{label.split(', ', 1)[1]}: A {sign_a}, B {sign_b} ({agree})")
+    return "; ".join(out)
+
+
 PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("task 1, best curve point of stage 1", "stage1_max_task1"),
             ("prior skills, end of stage 1", "stage1_prior"),
             ("teacher on task 2, base", "teacher_task2_base"),
@@ -293,6 +355,7 @@ def markdown(data, figure: str = "") -> str:
              "| hypothesis: comparison | pairs | difference | p | seeds + / 0 / - | criterion: verdict |",
              "|---|---|---|---:|---|---|"]
     lines += [_diff_row(h, label, d, criterion) for h, label, d, criterion in comparisons(data)]
+    lines += ["", "### Each prediction next to what came out (generated from the same JSON)", "", *outcomes(data)]
     lines += ["", "### Every arm and rate (base A; mean [95% interval] over seeds)", "", per_rate_table(data, "A")]
     if _sel(data, "B"):
         lines += ["", "### Base B (pretraining seed 1) at r*", "", per_rate_table(data, "B")]
