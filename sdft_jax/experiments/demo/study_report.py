@@ -72,6 +72,8 @@ def arm_record(run: dict, arm: str) -> dict:
     cut, scored = cut_counts(rows, run.get("eval_examples", 64))
     return {
         "stage1_task1": row1[t1], "stage1_prior": prior_mean(row1), "stage1_max_task1": max(c1["acc"]),
+        "prior_by_skill": [{k[len("prior:"):]: v for k, v in row.items() if k.startswith("prior:") and "/" not in k}
+                           for row in (row1, row2)],
         "teacher_task2_base": c1["teacher_other"][0], "teacher_task2_end_stage1": c1["teacher_other"][-1],
         "teacher_task2_export_stage1": row1[f"teacher:{t2}"],
         "stage2_task2": row2[t2], "stage2_task1": row2[t1], "final_prior": prior_mean(row2),
@@ -310,6 +312,21 @@ def per_rate_table(data, phase) -> str:
     return "\n".join(lines)
 
 
+def skill_table(data, phase) -> str:
+    """Forgetting per prior skill: each skill's accuracy after stage 1 and after stage 2, per arm and rate."""
+    arms = [a for a in ARMS.split("/") if _sel(data, phase, arm=a)]
+    recs = [r for r in _sel(data, phase) if "prior_by_skill" in r]
+    skills = sorted({k for r in recs for k in r["prior_by_skill"][0]})
+    lines = ["| lr | prior skill | after | " + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
+    for lr in sorted({r["lr"] for r in recs}):
+        for skill in skills:
+            for stage in (0, 1):
+                cells = [_fmt(stats.summary([r["prior_by_skill"][stage][skill] for r in recs
+                                             if r["arm"] == a and r["lr"] == lr])) for a in arms]
+                lines.append(f"| {lr:g} | {skill} | stage {stage + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def frontier_table(data) -> str:
     arms = ARMS.split("/")
     lines = ["| retention of the prior skills (stage 1) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
@@ -359,6 +376,11 @@ def markdown(data, figure: str = "") -> str:
     lines += ["", "### Every arm and rate (base A; mean [95% interval] over seeds)", "", per_rate_table(data, "A")]
     if _sel(data, "B"):
         lines += ["", "### Base B (pretraining seed 1) at r*", "", per_rate_table(data, "B")]
+    if any("prior_by_skill" in r for r in data["runs"]):
+        lines += ["", "### Forgetting per prior skill (accuracy after each stage, base 1.000 on each; mean [95% "
+                  "interval] over seeds)", ""]
+        lines += [line for phase in ("A", "B") if _sel(data, phase)
+                  for line in ([f"Base {phase}:", ""] + skill_table(data, phase).split("\n") + [""])][:-1]
     if figure:
         lines += ["", f"![stage-1 curves]({figure})"]
     return "\n".join(lines)
