@@ -234,8 +234,10 @@ PREDICTIONS = {
 }
 
 
-def _outcome(d: dict, criterion: str) -> str:
-    return f"{_fmt(d)}: {verdict(d, criterion)}"
+def audit(data) -> tuple[int, int]:
+    """(answers cut at the cap, answers scored) over bases A and B (validation is not evidence)."""
+    evidence = [r for r in data["runs"] + data.get("base_rows", []) if r["phase"] != "validation"]
+    return sum(r["cut_answers"] for r in evidence), sum(r["scored_answers"] for r in evidence)
 
 
 def outcomes(data) -> list[str]:
@@ -250,8 +252,7 @@ def outcomes(data) -> list[str]:
         else:
             got = "; ".join(f"{label}: {_fmt(d)}: {verdict(d, c)}" for hh, label, d, c in rows if hh == h)
         lines.append(f"- **{h}** (predicted: {PREDICTIONS[h]}). Came out: {got or 'not run yet'}.")
-    evidence = [r for r in data["runs"] + data.get("base_rows", []) if r["phase"] != "validation"]
-    cut, scored = sum(r["cut_answers"] for r in evidence), sum(r["scored_answers"] for r in evidence)
+    cut, scored = audit(data)
     share = 100 * cut / max(scored, 1)
     lines.append(f"- **Truncation** (predicted: {PREDICTIONS['audit']}). Came out: {share:.2f}% "
                  f"({'holds' if share < 1 else 'does not hold'}).")
@@ -354,8 +355,7 @@ def markdown(data, figure: str = "") -> str:
     b_rates = sorted({r["lr"] for r in _sel(data, "B")})
     if b_rates and b_rates != [r_star(data)]:
         status += f" **Base B ran at {b_rates}, not at r* = {r_star(data):g}.**"
-    evidence = [r for r in data["runs"] + data.get("base_rows", []) if r["phase"] != "validation"]
-    cut, scored = sum(r["cut_answers"] for r in evidence), sum(r["scored_answers"] for r in evidence)
+    cut, scored = audit(data)
     lines = [status, "",
              f"Base A: {len(a_runs)} arm-runs (seeds {', '.join(map(str, seeds))}; "
              f"rates {', '.join(f'{x:g}' for x in rates)}). Base B: {len(_sel(data, 'B'))} arm-runs. "
