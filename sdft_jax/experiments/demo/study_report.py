@@ -288,7 +288,7 @@ PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("task 1, best curve poi
             ("teacher on task 2, base", "teacher_task2_base"),
             ("teacher on task 2, end of stage 1: exported model (stage 2's starting teacher)",
              "teacher_task2_export_stage1"),
-            ("teacher on task 2, end of stage 1: the run's teacher weights (EMA for sdft)", "teacher_task2_end_stage1"),
+            ("teacher on task 2, end of stage 1: the run's EMA weights (every arm keeps one; sdft's is its teacher)", "teacher_task2_end_stage1"),
             ("task 2 after stage 2", "stage2_task2"), ("task 1 after stage 2", "stage2_task1"),
             ("prior skills after stage 2", "final_prior"), ("KL(model || base) after stage 1, nats", "kl_stage1")]
 
