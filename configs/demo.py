@@ -31,7 +31,7 @@ def get_config(arg=None):
         raise ValueError(f"size={size!r}; expected full or small")
     if args.world not in world.WORLDS:
         raise ValueError(f"world={args.world!r}; expected one of {', '.join(world.WORLDS)}")
-    # The study's arms but offline and rejection (time); CI's size: the two methods; sft@plain needs
+    # The study's arms except offline and rejection (time); CI's size: the two methods; sft@plain needs
     # the style world (elsewhere the demonstrations are the base's form already).
     default_arms = ("sdft/sft" if size == "small" else
                     "sdft/sdft:base/sft/sft@plain" if args.world == "style" else "sdft/sdft:base/sft")

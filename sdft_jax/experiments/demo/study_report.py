@@ -288,7 +288,8 @@ PER_RATE = [("task 1, end of stage 1", "stage1_task1"), ("task 1, best curve poi
             ("teacher on task 2, base", "teacher_task2_base"),
             ("teacher on task 2, end of stage 1: exported model (stage 2's starting teacher)",
              "teacher_task2_export_stage1"),
-            ("teacher on task 2, end of stage 1: the run's EMA weights (every arm keeps one; sdft's is its teacher)", "teacher_task2_end_stage1"),
+            ("teacher on task 2, end of stage 1: the run's EMA weights (every arm keeps one; sdft's is its teacher)",
+             "teacher_task2_end_stage1"),
             ("task 2 after stage 2", "stage2_task2"), ("task 1 after stage 2", "stage2_task1"),
             ("prior skills after stage 2", "final_prior"), ("KL(model || base) after stage 1, nats", "kl_stage1")]
 
@@ -316,7 +317,7 @@ def per_rate_table(data, phase) -> str:
 def skill_table(data, phase) -> str:
     """Forgetting per prior skill: each skill's accuracy after stage 1 and after stage 2, per arm and rate."""
     arms = [a for a in ARMS.split("/") if _sel(data, phase, arm=a)]
-    recs = [r for r in _sel(data, phase) if "prior_by_skill" in r]
+    recs = _sel(data, phase)
     skills = sorted({k for r in recs for k in r["prior_by_skill"][0]})
     lines = ["| lr | prior skill | after | " + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
     for lr in sorted({r["lr"] for r in recs}):
@@ -376,11 +377,11 @@ def markdown(data, figure: str = "") -> str:
     lines += ["", "### Every arm and rate (base A; mean [95% interval] over seeds)", "", per_rate_table(data, "A")]
     if _sel(data, "B"):
         lines += ["", "### Base B (pretraining seed 1) at r*", "", per_rate_table(data, "B")]
-    if any("prior_by_skill" in r for r in data["runs"]):
-        lines += ["", "### Forgetting per prior skill (accuracy after each stage, base 1.000 on each; mean [95% "
-                  "interval] over seeds)", ""]
-        lines += [line for phase in ("A", "B") if _sel(data, phase)
-                  for line in ([f"Base {phase}:", ""] + skill_table(data, phase).split("\n") + [""])][:-1]
+    lines += ["", "### Forgetting per prior skill (accuracy after each stage, base 1.000 on each; mean [95% "
+              "interval] over seeds)"]
+    for phase in ("A", "B"):
+        if _sel(data, phase):
+            lines += ["", f"Base {phase}:", "", skill_table(data, phase)]
     if figure:
         lines += ["", f"![stage-1 curves]({figure})"]
     return "\n".join(lines)
@@ -430,7 +431,7 @@ def plot(data, path: str) -> None:
             if recs and recs[0]["curves"][0]["teacher_other"]:
                 ax.plot(recs[0]["curves"][0]["step"], np.mean([r["curves"][0]["teacher_other"] for r in recs], axis=0),
                         ls, color=color, label=f"{arm} {lr:g}" if arm in ("sdft", "sft") else None)
-    ax.set_title("teacher on task 2, stage 1\n(the run's teacher weights)", fontsize=9)
+    ax.set_title("teacher on task 2, stage 1\n(the run's EMA weights)", fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
