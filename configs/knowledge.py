@@ -5,10 +5,11 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
     python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m --workdir runs/knowledge
     python -m sdft_jax.experiments.knowledge.report runs/knowledge --update docs/EXPERIMENTS.md --figure docs/knowledge.png
+    python -m sdft_jax.main --config=configs/knowledge.py:model=qwen2_5_0_5b --workdir runs/knowledge_qwen  # ~3 h on 2 CPU cores
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
 The compare program (sdft_jax/programs/compare.py): the base model's evaluations, then per method the same
-sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
+sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; model=qwen2_5_0_5b has its own defaults, MODEL_DEFAULTS; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
 `epoch_grid=2/4/8` give other grids; `lora=16` trains rank-16 adapters on a `lora_base=float32|bfloat16`
 base; `companies=N` sizes the corpus; `humaneval=N` the HumanEval subset), each point chosen by
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
@@ -31,10 +32,18 @@ MODELS = {"smollm2_135m": "smollm2-135m-instruct", "qwen2_5_0_5b": "qwen2.5-0.5b
 LRS, EPOCHS = (2e-5, 6e-5, 2e-4), (2, 4)
 
 
+# Per model, its documented experiment's defaults (each argument still overrides them): Qwen2.5-Coder-0.5B's
+# is the second round's CPU-sized design (docs/EXPERIMENTS.md, step 3): 10 companies, rank-16 LoRA, three
+# methods on a 2-point grid; `companies=30,lora=0,method=both,lrs=,epoch_grid=,...` is round 1's.
+MODEL_DEFAULTS = {"qwen2_5_0_5b": dict(method="sdft/sft/offline", companies=10, lora=16, humaneval=20,
+                                       lrs="1e-4/5e-4", epoch_grid="4", val_examples=30)}
+
+
 def get_config(arg=None):
-    args = common.parse_arg(arg, model="smollm2_135m", method="both", companies=30, lr=0.0, epochs=0,
-                            corpus_seed=0, val_examples=60, lrs="", epoch_grid="", lora=0, lora_base="float32",
-                            humaneval=40)
+    defaults = dict(model="smollm2_135m", method="both", companies=30, lr=0.0, epochs=0, corpus_seed=0,
+                    val_examples=60, lrs="", epoch_grid="", lora=0, lora_base="float32", humaneval=40)
+    model = common.parse_arg(arg, **defaults).model
+    args = common.parse_arg(arg, **{**defaults, **MODEL_DEFAULTS.get(model, {})})
     c = common.base_config()
     c.program = "compare"
     root = corpus_folder(args.corpus_seed, args.companies)

@@ -31,3 +31,10 @@ def test_summary_and_paired_test_match_scipy():
 
 def test_identical_differences_have_no_p_value():
     assert stats.paired([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["p"] is None  # std 0: no t statistic
+
+
+@pytest.mark.parametrize("k,n", [(0, 40), (7, 40), (31, 40), (40, 40), (1, 3)])
+def test_wilson_interval_matches_scipy(k, n):
+    ci = scipy_stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert stats.wilson(k, n) == pytest.approx([ci.low, ci.high], abs=1e-12)
+    assert stats.wilson(0, 0) is None

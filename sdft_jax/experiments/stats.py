@@ -75,3 +75,14 @@ def paired(a, b) -> dict:
         t = out["mean"] / (out["std"] / math.sqrt(out["n"]))
         out["p"] = float(2 * t_cdf(-abs(t), out["n"] - 1))
     return out
+
+
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> list[float] | None:
+    """The 95% Wilson score interval of a proportion (k of n questions right; None when n = 0): unlike
+    the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n <= 0:
+        return None
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, center - half), min(1.0, center + half)]

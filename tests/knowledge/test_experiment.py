@@ -49,6 +49,12 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     sft = results["methods"]["sft"]["test"]
     assert (f"| SFT | 80 | 95 | 80 | {100 * sft['heldout']:.1f} | {100 * sft['heldout/knowledge_lenient']:.1f} | "
             f"{100 * sft['ood']:.1f} |") in text
+    from sdft_jax.experiments.knowledge import round2  # the second round's collector: question counts and recipes
+    collected = round2.collect(str(tmp_path / "run"), "model=tiny,companies=8,epochs=1")
+    assert collected["examples"] == {"val": 2, "heldout": 8, "ood": 6, "oracle_rag": 8, "humaneval": 2}
+    assert collected["methods"]["sft"]["recipe"] == {
+        "loss.skip_first_tokens": c.loss.skip_first_tokens, "model.lora.rank": 0, "batch.prompts_per_step": 8,
+        "sampling.max_new_tokens": 16, **results["methods"]["sft"]["chosen"]}
     messages = []  # a rerun redoes nothing
     monkeypatch.setattr("sdft_jax.programs.compare.say", messages.append)
     assert run_program(c, str(tmp_path / "run"))["methods"] == results["methods"]
@@ -76,3 +82,17 @@ def test_command_line_names_a_bad_compare_setting_before_anything_runs(tmp_path)
     assert out.returncode == 1, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == "error: compare.select='test': not an evaluator of config.evals (['val'])"
     assert not os.path.exists(tmp_path / "run" / "base.json")
+
+
+def test_qwen_defaults_are_the_second_rounds_design_and_arguments_still_override(tmp_path, monkeypatch):
+    """`configs/knowledge.py:model=qwen2_5_0_5b` alone is the config step 3 ran with its arguments spelled out."""
+    monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path))
+    mod, short = _knowledge_config("model=qwen2_5_0_5b")
+    long = mod.get_config("model=qwen2_5_0_5b,method=sdft/sft/offline,companies=10,lora=16,humaneval=20,"
+                          "lrs=1e-4/5e-4,epoch_grid=4,val_examples=30")
+    assert short.to_json() == long.to_json()
+    assert short.compare.sweep == ["optim.lr=[0.0001,0.0005]", "steps=[20]"] and short.model.lora.rank == 16
+    full = mod.get_config("model=qwen2_5_0_5b,companies=30,lora=0,method=both,lrs=,epoch_grid=")
+    assert full.compare.methods == ["sdft", "sft"] and full.model.lora.rank == 0
+    assert full.compare.sweep == ["optim.lr=[2e-05,6e-05,0.0002]", "steps=[30,60]"]
+    assert mod.get_config("model=smollm2_135m").compare.methods == ["sdft", "sft"]  # no defaults of its own

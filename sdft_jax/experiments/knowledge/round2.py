@@ -1,0 +1,245 @@
+"""The knowledge experiment's second round (docs/EXPERIMENTS.md, steps 2 and 3), rendered from the
+JSON under docs/results/: each prediction next to what came out, with 95% Wilson intervals over the
+questions, and the paper's Table 1 and scale study beside ours.
+
+    # one compare run's results.json, with its question counts and each chosen point's recipe:
+    python -m sdft_jax.experiments.knowledge.round2 collect $SDFT_JAX_CACHE/runs/knowledge_r2_sdft_skip0 \\
+        --out docs/results/knowledge_r2_sdft_skip0.json
+    # the doc's `round2-step2` / `round2-step3` blocks from the files present:
+    python -m sdft_jax.experiments.knowledge.round2 render --results docs/results --update docs/EXPERIMENTS.md
+
+(the module's RUNS names each file's run and command).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from configs import knowledge as knowledge_config
+from sdft_jax.experiments.knowledge.report import PAPER, wall_clock
+from sdft_jax.experiments.stats import wilson
+from sdft_jax.programs import compare
+from sdft_jax.programs.sweep import point_name
+from sdft_jax.runtime.doc_block import emit
+
+# file under docs/results/ -> the step it belongs to and the config argument of its run.
+RUNS = {
+    "knowledge_r2_sdft_skip0.json": ("step2", "model=smollm2_135m,method=sdft"),  # --config.loss.skip_first_tokens=0
+    "knowledge_r2_sft_grid.json": ("step2", "model=smollm2_135m,method=sft,lrs=6e-5/2e-4/6e-4,epoch_grid=2/4/8"),
+    "knowledge_r2_qwen_lora.json": ("step3", "model=qwen2_5_0_5b"),  # its defaults: configs/knowledge.py MODEL_DEFAULTS
+}
+# Round 1's SFT at its chosen point (lr 2e-4 x 4 epochs), the bar P5 was registered against; round 1's
+# results.json was not kept, these are its doc block's numbers.
+ROUND1_SFT = {"heldout": 0.175, "drift": 1.902}
+# The paper's Figure 5 (left): SDFT minus SFT on Science Q&A, points, per Qwen2.5 size.
+PAPER_SCALE = {"3B": -3.3, "7B": 4.0, "14B": 6.9}
+RECIPE = ("loss.skip_first_tokens", "model.lora.rank", "model.lora.base_dtype", "batch.prompts_per_step",
+          "sampling.max_new_tokens", "optim.lr", "steps")
+
+
+def _get(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key, {}) if isinstance(config, dict) else {}
+    return None if config == {} else config
+
+
+def collect(workdir: str, arg: str) -> dict:
+    """A compare run's results.json, plus the questions per evaluator (from the config that ran it) and
+    each method's chosen-point recipe (from that point's own config.json)."""
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    config = knowledge_config.get_config(arg)
+    examples = {"val": config.evals.val.examples}
+    examples.update({name: ev.examples for name, ev in config.compare.evals.items() if "examples" in ev
+                     and ev.type in ("accuracy", "humaneval")})
+    for method, m in results["methods"].items():
+        point = os.path.join(workdir, method, point_name(m["chosen"]), "config.json")
+        m["recipe"] = {k: _get(json.load(open(point)), k) for k in RECIPE}
+        if not m["recipe"]["model.lora.rank"]:  # full fine-tuning: the adapters' base dtype does not apply
+            del m["recipe"]["model.lora.base_dtype"]
+    return {"arg": arg, "examples": examples, **results, "model": os.path.basename(results["model"].rstrip("/"))}
+
+
+def _acc(results: dict, row: dict, column: str) -> str:
+    """An accuracy with its Wilson interval over the evaluator's questions."""
+    n = results["examples"][column.split("/")[0]]
+    lo, hi = wilson(round(row[column] * n), n)
+    return f"{row[column]:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _interval(results: dict, row: dict, column: str) -> list[float]:
+    n = results["examples"][column.split("/")[0]]
+    return wilson(round(row[column] * n), n)
+
+
+def interval_table(results: dict, rows: list[tuple[str, dict]]) -> str:
+    """Test accuracies with 95% Wilson intervals (n questions per column), drift as measured."""
+    acc = [c for c in ("heldout", "ood", "oracle_rag", "humaneval") if c in results["columns"]]
+    head = [f"{c} (n={results['examples'][c]})" for c in acc]
+    lines = ["| model | " + " | ".join(head) + " | drift |", "|---" * (len(acc) + 2) + "|"]
+    for label, row in rows:
+        lines.append(f"| {label} | " + " | ".join(_acc(results, row, c) for c in acc) + f" | {row['drift']:.3f} |")
+    return "\n".join(lines)
+
+
+def _chosen_label(method: str, m: dict) -> str:
+    return f"{method.upper()} ({point_name(m['chosen'])})"
+
+
+def _separated(a: list[float], b: list[float]) -> bool:
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
+    lines = []
+    if skip0:
+        m = skip0["methods"]["sdft"]
+        best = max(r["validation"]["val"] for r in m["sweep"] if r["status"] == "done")
+        test = m["test"]["heldout"]
+        holds = best <= 0.05 and test <= 0.05
+        lines.append(f"- **P4 {'held' if holds else 'did not hold'}.** SDFT with `loss.skip_first_tokens="
+                     f"{m['recipe']['loss.skip_first_tokens']}`: best validation strict over its {len(m['sweep'])} "
+                     f"points {best:.3f} (bar <= 0.05); test strict at the chosen point {_acc(skip0, m['test'], 'heldout')}"
+                     f" (bar <= 0.05).")
+    if grid:
+        m = grid["methods"]["sft"]
+        edges = [f"{'largest' if v == max(vals) else 'smallest'} {k}" for k, v in m["chosen"].items()
+                 for vals in [[r["point"][k] for r in m["sweep"]]] if v in (min(vals), max(vals))]
+        test, drift = m["test"]["heldout"], m["test"]["drift"]
+        holds = test >= ROUND1_SFT["heldout"] and drift >= ROUND1_SFT["drift"]
+        where = "inside the grid on every axis" if not edges else f"at the grid's edge ({', '.join(edges)})"
+        lines.append(f"- **P5 {'held' if holds else 'did not hold'}.** SFT's extended grid chose "
+                     f"{point_name(m['chosen'])}, {where}; test strict {_acc(grid, m['test'], 'heldout')} "
+                     f"(bar >= {ROUND1_SFT['heldout']}), drift {drift:.3f} (bar >= {ROUND1_SFT['drift']}).")
+    return lines
+
+
+def outcomes_step3(q: dict) -> list[str]:
+    t = {m: r["test"] for m, r in q["methods"].items()}
+    ci = {m: _interval(q, t[m], "heldout") for m in t}
+    lines = []
+    if "sdft" in t:
+        lines.append(f"- **P6 {'held' if t['sdft']['heldout'] >= 0.10 else 'did not hold'}.** SDFT's test strict "
+                     f"{_acc(q, t['sdft'], 'heldout')} (bar >= 0.10).")
+    if {"sdft", "sft"} <= set(t):
+        higher = t["sft"]["heldout"] > t["sdft"]["heldout"]
+        sep = _separated(ci["sft"], ci["sdft"])
+        lines.append(f"- **P7 {'held' if higher and sep else 'did not hold' if not higher else 'not separated'}.** "
+                     f"SFT {_acc(q, t['sft'], 'heldout')} vs SDFT {_acc(q, t['sdft'], 'heldout')}"
+                     + ("" if sep else ": the intervals overlap, so no difference is claimed") + ".")
+        base_he = q["base"].get("humaneval")
+        drops = {m: base_he - t[m]["humaneval"] for m in ("sdft", "sft")} if base_he is not None else {}
+        less = t["sdft"]["drift"] < t["sft"]["drift"] and (not drops or drops["sdft"] < drops["sft"])
+        he = (f"; HumanEval drop from the base {base_he:.3f}: SDFT {drops['sdft']:+.3f}, SFT {drops['sft']:+.3f} "
+              f"(n={q['examples']['humaneval']}: one problem is {1 / q['examples']['humaneval']:.2f})" if drops else "")
+        lines.append(f"- **P8 {'held' if less else 'did not hold'}.** Drift (base {q['base']['drift']:.3f}): SDFT "
+                     f"{t['sdft']['drift']:.3f}, SFT {t['sft']['drift']:.3f}{he}.")
+    if {"sdft", "offline"} <= set(t):
+        gap = t["offline"]["heldout"] - t["sdft"]["heldout"]
+        holds = abs(gap) <= 0.05 and t["offline"]["drift"] > t["sdft"]["drift"]
+        lines.append(f"- **P9 {'held' if holds else 'did not hold'}.** Offline minus SDFT, test strict {gap:+.3f} (bar: "
+                     f"|gap| <= 0.05); drift offline {t['offline']['drift']:.3f} vs SDFT {t['sdft']['drift']:.3f} "
+                     f"(predicted: offline higher).")
+    return lines
+
+
+def side_by_side(step2: dict, step3: dict | None) -> str:
+    """The paper's Table 1 (Qwen2.5-7B, full fine-tuning) and its scale study next to our sizes, in percent."""
+    ours = [("SmolLM2-135M, full (step 2)", step2)] + ([("Qwen2.5-Coder-0.5B, LoRA 16 (step 3)", step3)] if step3 else [])
+    lines = ["| row | paper 7B strict / lenient / OOD | " + " | ".join(f"{name} strict / lenient / OOD" for name, _ in ours)
+             + " |", "|---" * (2 + len(ours)) + "|"]
+    for row, paper in PAPER.items():
+        cells = []
+        for _, rows in ours:
+            r = rows.get(row, {})
+            cells.append(" / ".join(f"{100 * r[c]:.1f}" if c in r else "n/a"
+                                    for c in ("heldout", "heldout/knowledge_lenient", "ood")))
+        lines.append(f"| {row} | {' / '.join(map(str, paper))} | " + " | ".join(cells) + " |")
+    gaps = [f"{size} {gap:+.1f}" for size, gap in PAPER_SCALE.items()]
+    ours_gap = [f"{name.split(',')[0]} {100 * (rows['SDFT']['heldout'] - rows['SFT']['heldout']):+.1f}"
+                for name, rows in ours if "SDFT" in rows and "SFT" in rows]
+    lines += ["", f"SDFT minus SFT, points: the paper's scale study (Science Q&A, Qwen2.5) {', '.join(gaps)}; "
+                  f"ours (knowledge, held-out strict) {', '.join(ours_gap)}."]
+    return "\n".join(lines)
+
+
+def _rows(results: dict) -> dict:
+    rows = {"base": results["base"], "oracle RAG": {"heldout": results["base"]["oracle_rag"],
+                                                    "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}}
+    return {**rows, **{m.upper(): r["test"] for m, r in results["methods"].items()}}
+
+
+def _scores(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "eval_seconds"}
+
+
+def step2_markdown(skip0: dict, grid: dict) -> str:
+    if _scores(skip0["base"]) != _scores(grid["base"]):
+        raise ValueError("step 2's two runs evaluated different bases: not one experiment")
+    merged = {**skip0, "methods": {**skip0["methods"], **grid["methods"]}}
+    rows = [("base", skip0["base"])] + [(_chosen_label(m, r), r["test"]) for m, r in merged["methods"].items()]
+    return "\n".join([compare.markdown(merged), "", "With 95% Wilson intervals over the questions:", "",
+                      interval_table(skip0, rows), "", _wall(merged), "", "Each prediction next to what came out:",
+                      "", *outcomes_step2(skip0, grid)])
+
+
+def step3_markdown(q: dict) -> str:
+    rows = [("base", q["base"])] + [(_chosen_label(m, r), r["test"]) for m, r in q["methods"].items()]
+    return "\n".join([compare.markdown(q), "", "With 95% Wilson intervals over the questions:", "",
+                      interval_table(q, rows), "", _wall(q), "", "Each prediction next to what came out:", "",
+                      *outcomes_step3(q)])
+
+
+def _wall(results: dict) -> str:
+    return wall_clock(results) + f" Machine: {results['machine']}."
+
+
+def render(folder: str) -> dict[str, str]:
+    """The blocks whose runs are all in `folder`: {block name: markdown}."""
+    have = {name: json.load(open(os.path.join(folder, name))) for name in RUNS if os.path.isfile(os.path.join(folder, name))}
+    skip0, grid, q = (have.get(name) for name in RUNS)
+    blocks = {}
+    if skip0 and grid:
+        merged2 = {**_rows(skip0), **_rows(grid)}
+        blocks["round2-step2"] = step2_markdown(skip0, grid)
+        blocks["round2-paper"] = side_by_side(merged2, _rows(q) if q else None)
+    if q:
+        blocks["round2-step3"] = step3_markdown(q)
+    return blocks
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.knowledge.round2", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="a compare run's results.json, with question counts and recipes, into one JSON")
+    c.add_argument("workdir")
+    c.add_argument("--arg", default="", help="the configs/knowledge.py argument the run used (default: RUNS's, by --out's name)")
+    c.add_argument("--out", required=True)
+    r = sub.add_parser("render", help="the doc's round-2 blocks from the collected JSON")
+    r.add_argument("--results", default="docs/results")
+    r.add_argument("--update", default="", help="the markdown file whose round2-* blocks are replaced")
+    args = parser.parse_args(argv)
+    if args.cmd == "collect":
+        if not os.path.isfile(os.path.join(args.workdir, "results.json")):
+            print(f"error: {os.path.join(args.workdir, 'results.json')}: no such file (the run has not finished)", file=sys.stderr)
+            return 1
+        arg = args.arg or RUNS.get(os.path.basename(args.out), ("", ""))[1]
+        if not arg:
+            print(f"error: --arg: needed for {args.out} (not one of {', '.join(RUNS)})", file=sys.stderr)
+            return 1
+        with open(args.out, "w") as f:
+            json.dump(collect(args.workdir, arg), f, indent=1, sort_keys=True)
+            f.write("\n")
+        return 0
+    blocks = render(args.results)
+    if not blocks:
+        print(f"error: {args.results}: none of {', '.join(RUNS)} (collect them first)", file=sys.stderr)
+        return 1
+    for name, text in blocks.items():
+        emit(text, args.update, name=name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""The knowledge experiment's second-round report (sdft_jax.experiments.knowledge.round2): the registered bars
+read on known numbers, Wilson intervals deciding what is claimed, and the doc's blocks as the committed JSON
+rendered."""
+import os
+
+from sdft_jax.experiments.knowledge import round2
+from tests.test_train import REPO
+
+
+def _run(methods: dict, n: int = 40, base_he: float = 0.5) -> dict:
+    """A collected compare run: each method's test scores at one chosen point of a 2 x 2 grid."""
+    points = [{"optim.lr": lr, "steps": s} for lr in (1e-4, 5e-4) for s in (20, 40)]
+    base = {"heldout": 0.0, "heldout/knowledge_lenient": 0.0, "ood": 0.1, "ood/knowledge_lenient": 0.1,
+            "oracle_rag": 0.6, "oracle_rag/knowledge_lenient": 0.6, "drift": 0.7, "humaneval": base_he}
+    return {"examples": {"val": 30, "heldout": n, "ood": n, "oracle_rag": n, "humaneval": 20},
+            "columns": list(base), "base": base, "machine": "test box", "select": "val", "tie_break": "",
+            "ceiling": {}, "methods": {m: {"chosen": points[i], "test": {**base, **t}, "recipe": {"loss.skip_first_tokens": 0},
+                                           "sweep": [{"point": p, "status": "done", "seconds": 1.0,
+                                                      "validation": {"val": v if p == points[i] else 0.0}}
+                                                     for p in points]}
+                                       for m, (i, v, t) in methods.items()}}
+
+
+def _line(lines: list[str], label: str) -> str:
+    return next(line for line in lines if line.startswith(f"- **{label} "))
+
+
+def test_step3_predictions_are_read_against_their_bars_and_intervals():
+    q = _run({"sdft": (0, 0.2, {"heldout": 0.125, "drift": 0.8, "humaneval": 0.45}),
+              "sft": (3, 0.6, {"heldout": 0.5, "drift": 1.5, "humaneval": 0.30}),
+              "offline": (1, 0.2, {"heldout": 0.15, "drift": 1.1, "humaneval": 0.40})})
+    lines = round2.outcomes_step3(q)
+    assert _line(lines, "P6").startswith("- **P6 held.**") and "0.125 [0.05, 0.26]" in _line(lines, "P6")
+    assert _line(lines, "P7").startswith("- **P7 held.**")  # 20 of 40 vs 5 of 40: the intervals do not overlap
+    assert _line(lines, "P8").startswith("- **P8 held.**") and "SDFT +0.050, SFT +0.200" in _line(lines, "P8")
+    assert _line(lines, "P9").startswith("- **P9 held.**") and "+0.025" in _line(lines, "P9")
+    # SFT ahead by 2 questions of 40: the intervals overlap, so the difference is not claimed.
+    close = _run({"sdft": (0, 0.2, {"heldout": 0.10, "drift": 0.8, "humaneval": 0.45}),
+                  "sft": (1, 0.2, {"heldout": 0.15, "drift": 0.7, "humaneval": 0.50})})
+    lines = round2.outcomes_step3(close)
+    assert _line(lines, "P7").startswith("- **P7 not separated.**") and "no difference is claimed" in _line(lines, "P7")
+    assert _line(lines, "P8").startswith("- **P8 did not hold.**")  # SFT drifted less
+    assert not any(line.startswith("- **P9") for line in lines)  # no offline run, no P9
+
+
+def test_step2_reads_the_loss_skip_and_whether_sfts_choice_is_at_the_grids_edge():
+    skip0 = _run({"sdft": (0, 0.0, {"heldout": 0.0})}, n=120)
+    grid = _run({"sft": (3, 0.3, {"heldout": 0.2, "drift": 2.5})}, n=120)
+    p4, p5 = round2.outcomes_step2(skip0, grid)
+    assert p4.startswith("- **P4 held.**") and "`loss.skip_first_tokens=0`" in p4
+    assert p5.startswith("- **P5 held.**") and "at the grid's edge (largest optim.lr, largest steps)" in p5
+    grid = _run({"sft": (1, 0.3, {"heldout": 0.1, "drift": 2.5})}, n=120)  # lr 1e-4: smallest rate
+    assert round2.outcomes_step2(None, grid)[0].startswith("- **P5 did not hold.**")
+    blocks = round2.step2_markdown(skip0, grid)
+    assert "| SDFT (optim.lr=0.0001,steps=20) | 0.000 [0.00, 0.03]" in blocks
+
+
+def test_the_doc_blocks_are_the_committed_json_rendered():
+    """docs/EXPERIMENTS.md's round-2 blocks are what `round2 render` makes of docs/results/knowledge_r2_*.json."""
+    doc = open(os.path.join(REPO, "docs", "EXPERIMENTS.md")).read()
+    blocks = round2.render(os.path.join(REPO, "docs", "results"))
+    for name, text in blocks.items():
+        assert doc.split(f"<!-- results:{name}:begin -->\n", 1)[1].split(f"\n<!-- results:{name}:end -->", 1)[0] == text
