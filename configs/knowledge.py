@@ -15,7 +15,7 @@ base; `companies=N` sizes the corpus; `humaneval=N` the HumanEval subset), each 
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
 the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphrases), ood (indirect
 questions), oracle_rag (the held-out test questions with the article in context: the paper's
-oracle-RAG row and the teacher's ceiling), drift (NLL of the base's own answers to 24 general
+oracle-RAG row; SDFT's teacher sees the answer too, docs/EXPERIMENTS.md step 1), drift (NLL of the base's own answers to 24 general
 prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems, or `humaneval=N`). `method=sdft|sft`
 runs one method, `method=sdft/sft/offline` those three (any of sdft, sft, offline, rejection). The
 corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.

@@ -9,7 +9,7 @@ evaluators next to the base model.
         select="val",                     # a config.evals evaluator, run at the last step of every point
         tie_break="val/knowledge_lenient",  # then this metric, then the earlier point of the grid
         evals={NAME: evaluator spec},     # the test evaluations: the base model and each chosen run
-        ceiling={COLUMN: BASE_COLUMN},    # a bar "teacher ceiling" = the base's BASE_COLUMN (oracle context)
+        ceiling={COLUMN: BASE_COLUMN},    # a row / bar: the base's BASE_COLUMN (oracle context)
         plot=[COLUMN, ...],               # accuracy columns drawn as grouped bars
         panels=[COLUMN, ...],             # other columns (an NLL, pass@1), a bar panel each
     )
@@ -139,7 +139,7 @@ def columns(row: dict, cmp) -> list[str]:
 
 
 def markdown(results: dict) -> str:
-    """The test table (base, each method's chosen run, the teacher ceiling) and each method's sweep."""
+    """The test table (base, each method's chosen run, the base with the oracle context) and each method's sweep."""
     cols = results["columns"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
              "| base | " + " | ".join(f"{results['base'][c]:.3f}" for c in cols) + " |"]
@@ -147,7 +147,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {method.upper()} ({point_name(m['chosen'])}) | "
                      + " | ".join(f"{m['test'][c]:.3f}" for c in cols) + " |")
     if results["ceiling"]:
-        lines.append("| teacher ceiling (base, article in context) | "
+        lines.append("| base, oracle context (the `ceiling` columns) | "
                      + " | ".join(f"{results['ceiling'][c]:.3f}" if c in results["ceiling"] else "" for c in cols) + " |")
     lines += ["", f"Sweep (validation: {results['select']}, ties by {results['tie_break'] or 'grid order'}):", ""]
     for method, m in results["methods"].items():
@@ -168,7 +168,7 @@ def plot(results: dict, path: str) -> None:
     acc, others = results["plot"], results["panels"]
     series = [("base", results["base"])] + [(m.upper(), r["test"]) for m, r in results["methods"].items()]
     if results["ceiling"]:
-        series.append(("teacher ceiling", results["ceiling"]))
+        series.append(("base, oracle context", results["ceiling"]))
     fig = Figure(figsize=(4 + 2.2 * len(acc) + 2.4 * len(others), 4))
     axes = fig.subplots(1, 1 + len(others),
                         gridspec_kw={"width_ratios": [max(len(acc), 1) * 1.5] + [1] * len(others)}, squeeze=False)

@@ -37,7 +37,7 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     assert results["ceiling"] == {"heldout": results["base"]["oracle_rag"],
                                   "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}
     table = (tmp_path / "run" / "results.md").read_text()
-    assert "| base |" in table and "| SDFT (optim.lr=" in table and "teacher ceiling" in table
+    assert "| base |" in table and "| SDFT (optim.lr=" in table and "| base, oracle context (the `ceiling` columns) |" in table
     assert os.path.getsize(tmp_path / "run" / "results.png") > 10_000
     from sdft_jax.runtime.doc_block import BEGIN, END
     from sdft_jax.experiments.knowledge import report

@@ -14,6 +14,7 @@ def _run(methods: dict, n: int = 40, base_he: float = 0.5) -> dict:
             "oracle_rag": 0.6, "oracle_rag/knowledge_lenient": 0.6, "drift": 0.7, "humaneval": base_he}
     return {"examples": {"val": 30, "heldout": n, "ood": n, "oracle_rag": n, "humaneval": 20},
             "columns": list(base), "base": base, "machine": "test box", "select": "val", "tie_break": "",
+            "sweep": ["optim.lr=[0.0001,0.0005]", "steps=[20,40]"],
             "ceiling": {}, "methods": {m: {"chosen": points[i], "test": {**base, **t}, "recipe": {"loss.skip_first_tokens": 0},
                                            "sweep": [{"point": p, "status": "done", "seconds": 1.0,
                                                       "validation": {"val": v if p == points[i] else 0.0}}
@@ -48,16 +49,22 @@ def test_step2_reads_the_loss_skip_and_whether_sfts_choice_is_at_the_grids_edge(
     grid = _run({"sft": (3, 0.3, {"heldout": 0.2, "drift": 2.5})}, n=120)
     p4, p5 = round2.outcomes_step2(skip0, grid)
     assert p4.startswith("- **P4 held.**") and "`loss.skip_first_tokens=0`" in p4
-    assert p5.startswith("- **P5 held.**") and "at the grid's edge (largest optim.lr, largest steps)" in p5
-    grid = _run({"sft": (1, 0.3, {"heldout": 0.1, "drift": 2.5})}, n=120)  # lr 1e-4: smallest rate
-    assert round2.outcomes_step2(None, grid)[0].startswith("- **P5 did not hold.**")
+    assert p5.startswith("- **P5 held, provisionally: the choice is at the grid's edge.**")
+    assert "at the grid's edge (largest optim.lr, largest steps)" in p5
+    skip0["methods"]["sdft"]["sweep"][1]["status"] = "failed"  # a point that did not finish: no verdict
+    assert round2.outcomes_step2(skip0, None)[0].startswith("- **P4 incomplete.**")
+    grid = _run({"sft": (1, 0.3, {"heldout": 0.1, "drift": 2.5})}, n=120)  # lr 1e-4 x 40 steps
+    p5 = round2.outcomes_step2(None, grid)[0]
+    assert p5.startswith("- **P5 did not hold, provisionally") and "(smallest optim.lr, largest steps)" in p5
     blocks = round2.step2_markdown(skip0, grid)
     assert "| SDFT (optim.lr=0.0001,steps=20) | 0.000 [0.00, 0.03]" in blocks
+    assert blocks.startswith("Grids: SDFT optim.lr=[0.0001,0.0005] x steps=[20,40] (4 points); SFT ")
 
 
 def test_the_doc_blocks_are_the_committed_json_rendered():
     """docs/EXPERIMENTS.md's round-2 blocks are what `round2 render` makes of docs/results/knowledge_r2_*.json."""
     doc = open(os.path.join(REPO, "docs", "EXPERIMENTS.md")).read()
     blocks = round2.render(os.path.join(REPO, "docs", "results"))
+    assert {"round2-step2", "round2-paper"} <= set(blocks)  # step 2's two runs are committed
     for name, text in blocks.items():
         assert doc.split(f"<!-- results:{name}:begin -->\n", 1)[1].split(f"\n<!-- results:{name}:end -->", 1)[0] == text
