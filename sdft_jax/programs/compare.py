@@ -164,7 +164,7 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: str) -> None:
-    """Grouped bars of the accuracy columns (base, methods, teacher ceiling), one panel per other column."""
+    """Grouped bars of the accuracy columns (base, methods, the base with the oracle context), one panel per other column."""
     acc, others = results["plot"], results["panels"]
     series = [("base", results["base"])] + [(m.upper(), r["test"]) for m, r in results["methods"].items()]
     if results["ceiling"]:

@@ -260,7 +260,9 @@ def main(argv: list[str]) -> int:
         return 0
     blocks = render(args.results)
     if not blocks:
-        print(f"error: {args.results}: none of {', '.join(RUNS)} (collect them first)", file=sys.stderr)
+        needs = "; ".join(f"{step} needs {' and '.join(n for n, (st, _) in RUNS.items() if st == step)}"
+                          for step in dict.fromkeys(st for st, _ in RUNS.values()))
+        print(f"error: {args.results}: no step is complete ({needs}; collect them first)", file=sys.stderr)
         return 1
     for name, text in blocks.items():
         emit(text, args.update, name=name)
