@@ -3,6 +3,8 @@ read on known numbers, Wilson intervals deciding what is claimed, and the doc's 
 rendered."""
 import os
 
+import pytest
+
 from sdft_jax.experiments.knowledge import round2
 from tests.test_train import REPO
 
@@ -68,3 +70,17 @@ def test_the_doc_blocks_are_the_committed_json_rendered():
     assert {"round2-step2", "round2-paper"} <= set(blocks)  # step 2's two runs are committed
     for name, text in blocks.items():
         assert doc.split(f"<!-- results:{name}:begin -->\n", 1)[1].split(f"\n<!-- results:{name}:end -->", 1)[0] == text
+
+
+def test_sdft_at_sfts_budget_gets_its_own_table_and_verdict():
+    skip0 = _run({"sdft": (0, 0.0, {"heldout": 0.0})}, n=120)
+    grid = _run({"sft": (3, 0.8, {"heldout": 0.8, "drift": 2.9})}, n=120)
+    long = _run({"sdft": (2, 0.15, {"heldout": 0.12})}, n=120)
+    text = round2.step2_markdown(skip0, grid, long)
+    assert "Amendment 2, SDFT at SFT's budget:" in text
+    assert "| SDFT at SFT's budget: SDFT (optim.lr=0.0005,steps=20) | 0.120 [0.07, 0.19]" in text
+    assert text.splitlines()[-1].startswith("- **P4b did not hold: SDFT's zero in step 2 was its budget.**")
+    assert "| SDFT (optim.lr=0.0001,steps=20) | 0.000 [0.00, 0.03]" in text  # step 2's own choice is unchanged
+    long["examples"] = {**long["examples"], "heldout": 60}
+    with pytest.raises(ValueError, match="different bases or questions"):
+        round2.step2_markdown(skip0, grid, long)

@@ -28,6 +28,8 @@ from sdft_jax.runtime.doc_block import emit
 RUNS = {
     "knowledge_r2_sdft_skip0.json": ("step2", "model=smollm2_135m,method=sdft"),  # --config.loss.skip_first_tokens=0
     "knowledge_r2_sft_grid.json": ("step2", "model=smollm2_135m,method=sft,lrs=6e-5/2e-4/6e-4,epoch_grid=2/4/8"),
+    # amendment 2: SDFT at SFT's budget (--config.loss.skip_first_tokens=0); optional in step 2's block
+    "knowledge_r2_sdft_long.json": ("step2", "model=smollm2_135m,method=sdft,lrs=2e-4/6e-4,epoch_grid=8"),
     "knowledge_r2_qwen_lora.json": ("step3", "model=qwen2_5_0_5b"),  # its defaults: configs/knowledge.py MODEL_DEFAULTS
 }
 # Round 1's SFT at its chosen point (lr 2e-4 x 4 epochs), the bar P5 was registered against; round 1's
@@ -128,6 +130,17 @@ def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
     return lines
 
 
+def outcome_p4b(long: dict) -> str:
+    """Amendment 2: SDFT at SFT's budget stays at or under 0.05 on validation at both points."""
+    m = long["methods"]["sdft"]
+    done = {point_name(r["point"]): r["validation"]["val"] for r in m["sweep"] if r["status"] == "done"}
+    verdict = ("incomplete" if len(done) < len(m["sweep"]) else "held" if max(done.values()) <= 0.05 else
+               "did not hold: SDFT's zero in step 2 was its budget" if max(done.values()) >= 0.10 else "did not hold")
+    return (f"- **P4b {verdict}.** SDFT with `loss.skip_first_tokens={m['recipe']['loss.skip_first_tokens']}` at "
+            f"SFT's budget, validation strict: " + "; ".join(f"{p} {v:.3f}" for p, v in done.items())
+            + f" (bar <= 0.05 at both); test strict at its chosen point {_acc(long, m['test'], 'heldout')}.")
+
+
 def outcomes_step3(q: dict) -> list[str]:
     t = {m: r["test"] for m, r in q["methods"].items()}
     ci = {m: _interval(q, t[m], "heldout") for m in t}
@@ -187,16 +200,22 @@ def _scores(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "eval_seconds"}
 
 
-def step2_markdown(skip0: dict, grid: dict) -> str:
-    if _scores(skip0["base"]) != _scores(grid["base"]) or skip0["examples"] != grid["examples"]:
-        raise ValueError("step 2's two runs evaluated different bases or questions: not one experiment")
+def step2_markdown(skip0: dict, grid: dict, long: dict | None = None) -> str:
+    runs = [skip0, grid] + ([long] if long else [])
+    if any(_scores(r["base"]) != _scores(skip0["base"]) or r["examples"] != skip0["examples"] for r in runs):
+        raise ValueError("step 2's runs evaluated different bases or questions: not one experiment")
     merged = {**skip0, "methods": {**skip0["methods"], **grid["methods"]}}
     rows = [("base", skip0["base"])] + [(_chosen_label(m, r), r["test"]) for m, r in merged["methods"].items()]
     grids = "; ".join(f"{m.upper()} {' x '.join(run['sweep'])} ({len(run['methods'][m]['sweep'])} points)"
-                      for run in (skip0, grid) for m in run["methods"])
-    return "\n".join([f"Grids: {grids}.", "", compare.markdown(merged), "", INTERVALS, "",
+                      for run in runs for m in run["methods"])
+    extra = []
+    if long:  # amendment 2: its own table, so the registered choice on step 2's grid stays as it was
+        rows.append((f"SDFT at SFT's budget: {_chosen_label('sdft', long['methods']['sdft'])}", long["methods"]["sdft"]["test"]))
+        extra = ["Amendment 2, SDFT at SFT's budget:", "", compare.markdown(long), "", loss_table(long), "", _wall(long), ""]
+    return "\n".join([f"Grids: {grids}.", "", compare.markdown(merged), "", *extra, INTERVALS, "",
                       interval_table(skip0, rows), "", loss_table(merged), "", _wall(skip0), _wall(grid), "",
-                      "Each prediction next to what came out:", "", *outcomes_step2(skip0, grid)])
+                      "Each prediction next to what came out:", "", *outcomes_step2(skip0, grid)]
+                     + ([outcome_p4b(long)] if long else []))
 
 
 def step3_markdown(q: dict) -> str:
@@ -224,11 +243,11 @@ def loss_table(results: dict) -> str:
 def render(folder: str) -> dict[str, str]:
     """The blocks whose runs are all in `folder`: {block name: markdown}."""
     have = {name: json.load(open(os.path.join(folder, name))) for name in RUNS if os.path.isfile(os.path.join(folder, name))}
-    skip0, grid, q = (have.get(name) for name in RUNS)
+    skip0, grid, long, q = (have.get(name) for name in RUNS)
     blocks = {}
     if skip0 and grid:
         merged2 = {**_rows(skip0), **_rows(grid)}
-        blocks["round2-step2"] = step2_markdown(skip0, grid)
+        blocks["round2-step2"] = step2_markdown(skip0, grid, long)
         blocks["round2-paper"] = side_by_side(merged2, _rows(q) if q else None)
     if q:
         blocks["round2-step3"] = step3_markdown(q)
@@ -260,7 +279,7 @@ def main(argv: list[str]) -> int:
         return 0
     blocks = render(args.results)
     if not blocks:
-        needs = "; ".join(f"{step} needs {' and '.join(n for n, (st, _) in RUNS.items() if st == step)}"
+        needs = "; ".join(f"{step} needs {' and '.join(n for n, (st, _) in RUNS.items() if st == step and 'long' not in n)}"
                           for step in dict.fromkeys(st for st, _ in RUNS.values()))
         print(f"error: {args.results}: no step is complete ({needs}; collect them first)", file=sys.stderr)
         return 1
