@@ -5,18 +5,18 @@ lenient. Teacher context = article + answer (the paper's "Text and Answers"); st
 
     python -m sdft_jax.main --config=configs/knowledge.py:model=smollm2_135m --workdir runs/knowledge
     python -m sdft_jax.experiments.knowledge.report runs/knowledge --update docs/EXPERIMENTS.md --figure docs/knowledge.png
-    python -m sdft_jax.main --config=configs/knowledge.py:model=qwen2_5_0_5b --workdir runs/knowledge_qwen  # ~3 h on 2 CPU cores
+    python -m sdft_jax.main --config=configs/knowledge.py:model=qwen2_5_0_5b --workdir runs/knowledge_qwen  # hours on 2 CPU cores
     python -m sdft_jax.main --config=configs/knowledge.py:model=tiny --workdir /tmp/k   # pipeline check
 
 The compare program (sdft_jax/programs/compare.py): the base model's evaluations, then per method the same
-sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; model=qwen2_5_0_5b has its own defaults, MODEL_DEFAULTS; `lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`,
-`epoch_grid=2/4/8` give other grids; `lora=16` trains rank-16 adapters on a `lora_base=float32|bfloat16`
+sweep (lr {2e-5, 6e-5, 2e-4} x epochs {2, 4}; model=qwen2_5_0_5b has its own defaults, MODEL_DEFAULTS;
+`lr=X` / `epochs=N` pin one; `lrs=6e-5/2e-4/6e-4`, `epoch_grid=2/4/8` give other grids; `lora=16` trains rank-16 adapters on a `lora_base=float32|bfloat16`
 base; `companies=N` sizes the corpus; `humaneval=N` the HumanEval subset), each point chosen by
 strict accuracy on the held-out VALIDATION questions (ties: lenient, then the earlier point), and
 the chosen runs evaluated on the TEST evaluators: heldout (held-out test paraphrases), ood (indirect
 questions), oracle_rag (the held-out test questions with the article in context: the paper's
-oracle-RAG row; SDFT's teacher sees the answer too, docs/EXPERIMENTS.md step 1), drift (NLL of the base's own answers to 24 general
-prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems, or `humaneval=N`). `method=sdft|sft`
+oracle-RAG row; SDFT's teacher sees the answer too, docs/EXPERIMENTS.md step 1), drift (NLL of the
+base's own answers to 24 general prompts) and, for Qwen2.5-Coder, humaneval (pass@1 on the first 40 problems, or `humaneval=N`). `method=sdft|sft`
 runs one method, `method=sdft/sft/offline` those three (any of sdft, sft, offline, rejection). The
 corpus is written once per (seed, companies) under $SDFT_JAX_CACHE.
 """
