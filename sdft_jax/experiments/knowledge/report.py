@@ -20,10 +20,15 @@ PAPER = {"base": (0, 0, 0), "oracle RAG": (91, 100, 100), "CPT": (9, 37, 7), "SF
 COLUMNS = ("heldout", "heldout/knowledge_lenient", "ood")
 
 
-def paper_table(results: dict) -> str:
-    ours = {"base": results["base"], "oracle RAG": {"heldout": results["base"]["oracle_rag"],
-                                                     "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]},
+def paper_rows(results: dict) -> dict:
+    """Our scores under the paper's Table 1 row names (base, oracle RAG, each method upper-cased)."""
+    return {"base": results["base"], "oracle RAG": {"heldout": results["base"]["oracle_rag"],
+                                                    "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]},
             **{m.upper(): r["test"] for m, r in results["methods"].items()}}
+
+
+def paper_table(results: dict) -> str:
+    ours = paper_rows(results)
     model = os.path.basename(results["model"].rstrip("/"))
     lines = [f"| row | paper strict | paper lenient | paper OOD | {model} strict | lenient | OOD (strict) |",
              "|---|---:|---:|---:|---:|---:|---:|"]

@@ -18,7 +18,7 @@ import os
 import sys
 
 from configs import knowledge as knowledge_config
-from sdft_jax.experiments.knowledge.report import PAPER, wall_clock
+from sdft_jax.experiments.knowledge.report import PAPER, paper_rows, wall_clock
 from sdft_jax.experiments.stats import wilson
 from sdft_jax.programs import compare
 from sdft_jax.programs.sweep import point_name
@@ -190,12 +190,6 @@ def side_by_side(step2: dict, step3: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _rows(results: dict) -> dict:
-    rows = {"base": results["base"], "oracle RAG": {"heldout": results["base"]["oracle_rag"],
-                                                    "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}}
-    return {**rows, **{m.upper(): r["test"] for m, r in results["methods"].items()}}
-
-
 def _scores(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "eval_seconds"}
 
@@ -246,9 +240,9 @@ def render(folder: str) -> dict[str, str]:
     skip0, grid, long, q = (have.get(name) for name in RUNS)
     blocks = {}
     if skip0 and grid:
-        merged2 = {**_rows(skip0), **_rows(grid)}
+        merged2 = {**paper_rows(skip0), **paper_rows(grid)}
         blocks["round2-step2"] = step2_markdown(skip0, grid, long)
-        blocks["round2-paper"] = side_by_side(merged2, _rows(q) if q else None)
+        blocks["round2-paper"] = side_by_side(merged2, paper_rows(q) if q else None)
     if q:
         blocks["round2-step3"] = step3_markdown(q)
     return blocks
