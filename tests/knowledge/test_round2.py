@@ -84,3 +84,19 @@ def test_sdft_at_sfts_budget_gets_its_own_table_and_verdict():
     long["examples"] = {**long["examples"], "heldout": 60}
     with pytest.raises(ValueError, match="different bases or questions"):
         round2.step2_markdown(skip0, grid, long)
+
+
+def test_the_extended_step3_grid_is_judged_again_after_the_registered_result():
+    registered = _run({"sdft": (0, 0.0, {"heldout": 0.0, "drift": 0.7, "humaneval": 0.5}),
+                       "sft": (2, 0.1, {"heldout": 0.025, "drift": 1.3, "humaneval": 0.2})})
+    grid6 = _run({"sdft": (0, 0.0, {"heldout": 0.0, "drift": 0.7, "humaneval": 0.5}),
+                  "sft": (3, 0.5, {"heldout": 0.5, "drift": 2.0, "humaneval": 0.1})})  # lr 5e-4 x 40 steps: a corner
+    text = round2.step3_markdown(registered, grid6)
+    head, amended = text.split("\nAmendment 3, every method's grid extended to optim.lr=[0.0001,0.0005] x steps=[20,40]:\n")
+    assert "- **P6 did not hold.**" in head and "(amendment 3)" not in head  # the registered verdicts come first
+    assert "- **P7 (amendment 3) held.** SFT 0.500 [0.35, 0.65] vs SDFT 0.000 [0.00, 0.09]." in amended
+    assert amended.splitlines()[-1] == ("- Chosen at the extended grid's largest value, so provisional: "
+                                        "SFT (largest optim.lr, largest steps).")
+    grid6["base"] = {**grid6["base"], "drift": 0.71}  # another base: not one experiment
+    with pytest.raises(ValueError, match="step 3's runs evaluated different bases"):
+        round2.step3_markdown(registered, grid6)

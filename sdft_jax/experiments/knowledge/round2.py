@@ -31,7 +31,10 @@ RUNS = {
     # amendment 2: SDFT at SFT's budget (--config.loss.skip_first_tokens=0); optional in step 2's block
     "knowledge_r2_sdft_long.json": ("step2", "model=smollm2_135m,method=sdft,lrs=2e-4/6e-4,epoch_grid=8"),
     "knowledge_r2_qwen_lora.json": ("step3", "model=qwen2_5_0_5b"),  # its defaults: configs/knowledge.py MODEL_DEFAULTS
+    # amendment 3: every method's grid extended, same folder; optional in step 3's block
+    "knowledge_r2_qwen_lora_grid6.json": ("step3", "model=qwen2_5_0_5b,lrs=1e-4/5e-4/2e-3,epoch_grid=4/8"),
 }
+AMENDMENTS = ("knowledge_r2_sdft_long.json", "knowledge_r2_qwen_lora_grid6.json")  # optional: a step renders without them
 # Round 1's SFT at its chosen point (lr 2e-4 x 4 epochs), the bar P5 was registered against; round 1's
 # results.json was not kept, these are its doc block's numbers.
 ROUND1_SFT = {"heldout": 0.175, "drift": 1.902}
@@ -105,6 +108,18 @@ def _separated(a: list[float], b: list[float]) -> bool:
     return a[1] < b[0] or b[1] < a[0]
 
 
+def _edges(m: dict) -> list[str]:
+    """Where a method's chosen point sits on its grid's edge: 'largest optim.lr', ... (an axis with one value has none)."""
+    return [f"{'largest' if v == max(vals) else 'smallest'} {k}" for k, v in m["chosen"].items()
+            for vals in [{r["point"][k] for r in m["sweep"]}] if len(vals) > 1 and v in (min(vals), max(vals))]
+
+
+def _same_experiment(runs: list[dict], step: str) -> None:
+    first = runs[0]
+    if any(_scores(r["base"]) != _scores(first["base"]) or r["examples"] != first["examples"] for r in runs):
+        raise ValueError(f"{step}'s runs evaluated different bases or questions: not one experiment")
+
+
 def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
     lines = []
     if skip0:
@@ -118,8 +133,7 @@ def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
                      f"the chosen point {_acc(skip0, m['test'], 'heldout')} (bar <= 0.05).")
     if grid:
         m = grid["methods"]["sft"]
-        edges = [f"{'largest' if v == max(vals) else 'smallest'} {k}" for k, v in m["chosen"].items()
-                 for vals in [{r["point"][k] for r in m["sweep"]}] if len(vals) > 1 and v in (min(vals), max(vals))]
+        edges = _edges(m)
         test, drift = m["test"]["heldout"], m["test"]["drift"]
         holds = test >= ROUND1_SFT["heldout"] and drift >= ROUND1_SFT["drift"]
         where = "inside the grid on every axis" if not edges else f"at the grid's edge ({', '.join(edges)})"
@@ -141,17 +155,18 @@ def outcome_p4b(long: dict) -> str:
             + f" (bar <= 0.05 at both); test strict at its chosen point {_acc(long, m['test'], 'heldout')}.")
 
 
-def outcomes_step3(q: dict) -> list[str]:
+def outcomes_step3(q: dict, tag: str = "") -> list[str]:
+    """P6-P9 at the run's chosen points; `tag` names a rerun of the bars (amendment 3) after each label."""
     t = {m: r["test"] for m, r in q["methods"].items()}
     ci = {m: _interval(q, t[m], "heldout") for m in t}
     lines = []
     if "sdft" in t:
-        lines.append(f"- **P6 {'held' if t['sdft']['heldout'] >= 0.10 else 'did not hold'}.** SDFT's test strict "
+        lines.append(f"- **P6{tag} {'held' if t['sdft']['heldout'] >= 0.10 else 'did not hold'}.** SDFT's test strict "
                      f"{_acc(q, t['sdft'], 'heldout')} (bar >= 0.10).")
     if {"sdft", "sft"} <= set(t):
         higher = t["sft"]["heldout"] > t["sdft"]["heldout"]
         sep = _separated(ci["sft"], ci["sdft"])
-        lines.append(f"- **P7 {'held' if higher and sep else 'did not hold' if not higher else 'not separated'}.** "
+        lines.append(f"- **P7{tag} {'held' if higher and sep else 'did not hold' if not higher else 'not separated'}.** "
                      f"SFT {_acc(q, t['sft'], 'heldout')} vs SDFT {_acc(q, t['sdft'], 'heldout')}"
                      + ("" if sep else ": the intervals overlap, so no difference is claimed") + ".")
         base_he = q["base"].get("humaneval")
@@ -159,12 +174,12 @@ def outcomes_step3(q: dict) -> list[str]:
         less = t["sdft"]["drift"] < t["sft"]["drift"] and (not drops or drops["sdft"] < drops["sft"])
         he = (f"; HumanEval drop from the base {base_he:.3f}: SDFT {drops['sdft']:+.3f}, SFT {drops['sft']:+.3f} "
               f"(n={q['examples']['humaneval']}: one problem is {1 / q['examples']['humaneval']:.2f})" if drops else "")
-        lines.append(f"- **P8 {'held' if less else 'did not hold'}.** Drift (base {q['base']['drift']:.3f}): SDFT "
+        lines.append(f"- **P8{tag} {'held' if less else 'did not hold'}.** Drift (base {q['base']['drift']:.3f}): SDFT "
                      f"{t['sdft']['drift']:.3f}, SFT {t['sft']['drift']:.3f}{he}.")
     if {"sdft", "offline"} <= set(t):
         gap = t["offline"]["heldout"] - t["sdft"]["heldout"]
         holds = abs(gap) <= 0.05 and t["offline"]["drift"] > t["sdft"]["drift"]
-        lines.append(f"- **P9 {'held' if holds else 'did not hold'}.** Offline minus SDFT, test strict {gap:+.3f} (bar: "
+        lines.append(f"- **P9{tag} {'held' if holds else 'did not hold'}.** Offline minus SDFT, test strict {gap:+.3f} (bar: "
                      f"|gap| <= 0.05); drift offline {t['offline']['drift']:.3f} vs SDFT {t['sdft']['drift']:.3f} "
                      f"(predicted: offline higher).")
     return lines
@@ -196,8 +211,7 @@ def _scores(row: dict) -> dict:
 
 def step2_markdown(skip0: dict, grid: dict, long: dict | None = None) -> str:
     runs = [skip0, grid] + ([long] if long else [])
-    if any(_scores(r["base"]) != _scores(skip0["base"]) or r["examples"] != skip0["examples"] for r in runs):
-        raise ValueError("step 2's runs evaluated different bases or questions: not one experiment")
+    _same_experiment(runs, "step 2")
     merged = {**skip0, "methods": {**skip0["methods"], **grid["methods"]}}
     rows = [("base", skip0["base"])] + [(_chosen_label(m, r), r["test"]) for m, r in merged["methods"].items()]
     grids = "; ".join(f"{m.upper()} {' x '.join(run['sweep'])} ({len(run['methods'][m]['sweep'])} points)"
@@ -212,11 +226,22 @@ def step2_markdown(skip0: dict, grid: dict, long: dict | None = None) -> str:
                      + ([outcome_p4b(long)] if long else []))
 
 
-def step3_markdown(q: dict) -> str:
+def _step3_run(q: dict, tag: str = "") -> list[str]:
     rows = [("base", q["base"])] + [(_chosen_label(m, r), r["test"]) for m, r in q["methods"].items()]
-    return "\n".join([compare.markdown(q), "", INTERVALS, "",
-                      interval_table(q, rows), "", loss_table(q), "", _wall(q), "", "Each prediction next to what came out:", "",
-                      *outcomes_step3(q)])
+    return [compare.markdown(q), "", INTERVALS, "", interval_table(q, rows), "", loss_table(q), "", _wall(q), "",
+            "Each prediction next to what came out:", "", *outcomes_step3(q, tag)]
+
+
+def step3_markdown(q: dict, grid6: dict | None = None) -> str:
+    lines = _step3_run(q)
+    if grid6:  # amendment 3: the same bars at the extended grid's choices, after the registered result
+        _same_experiment([q, grid6], "step 3")
+        edge = [f"{m.upper()} ({', '.join(e)})" for m, r in grid6["methods"].items()
+                for e in [[x for x in _edges(r) if x.startswith("largest")]] if e]
+        lines += ["", f"Amendment 3, every method's grid extended to {' x '.join(grid6['sweep'])}:", "",
+                  *_step3_run(grid6, " (amendment 3)"), "- Chosen at the extended grid's largest value, so provisional: "
+                  + ("; ".join(edge) if edge else "none") + "."]
+    return "\n".join(lines)
 
 
 def _wall(results: dict) -> str:
@@ -237,14 +262,14 @@ def loss_table(results: dict) -> str:
 def render(folder: str) -> dict[str, str]:
     """The blocks whose runs are all in `folder`: {block name: markdown}."""
     have = {name: json.load(open(os.path.join(folder, name))) for name in RUNS if os.path.isfile(os.path.join(folder, name))}
-    skip0, grid, long, q = (have.get(name) for name in RUNS)
+    skip0, grid, long, q, grid6 = (have.get(name) for name in RUNS)
     blocks = {}
     if skip0 and grid:
         merged2 = {**paper_rows(skip0), **paper_rows(grid)}
         blocks["round2-step2"] = step2_markdown(skip0, grid, long)
         blocks["round2-paper"] = side_by_side(merged2, paper_rows(q) if q else None)
     if q:
-        blocks["round2-step3"] = step3_markdown(q)
+        blocks["round2-step3"] = step3_markdown(q, grid6)
     return blocks
 
 
@@ -273,7 +298,7 @@ def main(argv: list[str]) -> int:
         return 0
     blocks = render(args.results)
     if not blocks:
-        needs = "; ".join(f"{step} needs {' and '.join(n for n, (st, _) in RUNS.items() if st == step and 'long' not in n)}"
+        needs = "; ".join(f"{step} needs {' and '.join(n for n, (st, _) in RUNS.items() if st == step and n not in AMENDMENTS)}"
                           for step in dict.fromkeys(st for st, _ in RUNS.values()))
         print(f"error: {args.results}: no step is complete ({needs}; collect them first)", file=sys.stderr)
         return 1
