@@ -100,3 +100,16 @@ def test_the_extended_step3_grid_is_judged_again_after_the_registered_result():
     grid6["base"] = {**grid6["base"], "drift": 0.71}  # another base: not one experiment
     with pytest.raises(ValueError, match="step 3's runs evaluated different bases"):
         round2.step3_markdown(registered, grid6)
+
+
+def test_qwens_sdft_with_no_loss_skip_is_read_against_one_of_thirty():
+    registered = _run({"sdft": (0, 0.0, {"heldout": 0.0, "drift": 0.7}), "sft": (2, 0.1, {"heldout": 0.025, "drift": 1.3})})
+    one = _run({"sdft": (1, 1 / 30, {"heldout": 0.025})})  # 1 of 30 at one point: the bar's edge, held
+    one["methods"]["sdft"]["recipe"]["loss.skip_first_tokens"] = 0
+    text = round2.step3_markdown(registered, skip0=one)
+    assert "Amendment 4, SDFT with no loss skip:" in text
+    assert text.splitlines()[-1].startswith("- **P6b held.** SDFT with `loss.skip_first_tokens=0` on step 3's grid")
+    two = _run({"sdft": (1, 2 / 30, {"heldout": 0.05})})
+    assert round2.outcome_p6b(two).startswith("- **P6b did not hold.**")
+    three = _run({"sdft": (3, 3 / 30, {"heldout": 0.1})})
+    assert round2.outcome_p6b(three).startswith("- **P6b did not hold: the loss skip hid the signal at 0.5B.**")

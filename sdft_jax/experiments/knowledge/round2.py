@@ -33,8 +33,10 @@ RUNS = {
     "knowledge_r2_qwen_lora.json": ("step3", "model=qwen2_5_0_5b"),  # its defaults: configs/knowledge.py MODEL_DEFAULTS
     # amendment 3: every method's grid extended, same folder; optional in step 3's block
     "knowledge_r2_qwen_lora_grid6.json": ("step3", "model=qwen2_5_0_5b,lrs=1e-4/5e-4/2e-3,epoch_grid=4/8"),
+    # amendment 4: SDFT on step 3's grid with --config.loss.skip_first_tokens=0; optional in step 3's block
+    "knowledge_r2_qwen_sdft_skip0.json": ("step3", "model=qwen2_5_0_5b,method=sdft"),
 }
-AMENDMENTS = ("knowledge_r2_sdft_long.json", "knowledge_r2_qwen_lora_grid6.json")  # optional: a step renders without them
+AMENDMENTS = ("knowledge_r2_sdft_long.json", "knowledge_r2_qwen_lora_grid6.json", "knowledge_r2_qwen_sdft_skip0.json")
 # Round 1's SFT at its chosen point (lr 2e-4 x 4 epochs), the bar P5 was registered against; round 1's
 # results.json was not kept, these are its doc block's numbers.
 ROUND1_SFT = {"heldout": 0.175, "drift": 1.902}
@@ -144,15 +146,29 @@ def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
     return lines
 
 
+def outcome_sdft_still_zero(run: dict, label: str, where: str, held_max: float, bar: str, signal: str) -> str:
+    """An amendment's SDFT run against its bar: validation strict <= held_max at every point holds; >= 0.10 at
+    any point is the named signal (`signal`); in between does not hold."""
+    m = run["methods"]["sdft"]
+    done = {point_name(r["point"]): r["validation"]["val"] for r in m["sweep"] if r["status"] == "done"}
+    best = max(done.values(), default=0.0)
+    verdict = ("incomplete" if len(done) < len(m["sweep"]) else "held" if best <= held_max + 1e-9 else
+               f"did not hold: {signal}" if best >= 0.10 - 1e-9 else "did not hold")
+    return (f"- **{label} {verdict}.** SDFT with `loss.skip_first_tokens={m['recipe']['loss.skip_first_tokens']}` "
+            f"{where}, validation strict: " + "; ".join(f"{p} {v:.3f}" for p, v in done.items())
+            + f" ({bar}); test strict at its chosen point {_acc(run, m['test'], 'heldout')}.")
+
+
 def outcome_p4b(long: dict) -> str:
     """Amendment 2: SDFT at SFT's budget stays at or under 0.05 on validation at both points."""
-    m = long["methods"]["sdft"]
-    done = {point_name(r["point"]): r["validation"]["val"] for r in m["sweep"] if r["status"] == "done"}
-    verdict = ("incomplete" if len(done) < len(m["sweep"]) else "held" if max(done.values()) <= 0.05 else
-               "did not hold: SDFT's zero in step 2 was its budget" if max(done.values()) >= 0.10 else "did not hold")
-    return (f"- **P4b {verdict}.** SDFT with `loss.skip_first_tokens={m['recipe']['loss.skip_first_tokens']}` at "
-            f"SFT's budget, validation strict: " + "; ".join(f"{p} {v:.3f}" for p, v in done.items())
-            + f" (bar <= 0.05 at both); test strict at its chosen point {_acc(long, m['test'], 'heldout')}.")
+    return outcome_sdft_still_zero(long, "P4b", "at SFT's budget", 0.05, "bar <= 0.05 at both",
+                                   "SDFT's zero in step 2 was its budget")
+
+
+def outcome_p6b(skip0: dict) -> str:
+    """Amendment 4: Qwen's SDFT with no loss skip stays at or under 1 of 30 on validation at both points."""
+    return outcome_sdft_still_zero(skip0, "P6b", "on step 3's grid", 1 / 30, "bar <= 1 of 30 at both",
+                                   "the loss skip hid the signal at 0.5B")
 
 
 def outcomes_step3(q: dict, tag: str = "") -> list[str]:
@@ -232,8 +248,14 @@ def _step3_run(q: dict, tag: str = "") -> list[str]:
             "Each prediction next to what came out:", "", *outcomes_step3(q, tag)]
 
 
-def step3_markdown(q: dict, grid6: dict | None = None) -> str:
+def step3_markdown(q: dict, grid6: dict | None = None, skip0: dict | None = None) -> str:
     lines = _step3_run(q)
+    if skip0:  # amendment 4: SDFT with no loss skip, its own table and verdict
+        _same_experiment([q, skip0], "step 3")
+        m = skip0["methods"]["sdft"]
+        lines += ["", "Amendment 4, SDFT with no loss skip:", "", compare.markdown(skip0), "",
+                  interval_table(skip0, [(_chosen_label("sdft", m), m["test"])]), "", loss_table(skip0), "",
+                  _wall(skip0), "", outcome_p6b(skip0)]
     if grid6:  # amendment 3: the same bars at the extended grid's choices, after the registered result
         _same_experiment([q, grid6], "step 3")
         edge = [f"{m.upper()} ({', '.join(e)})" for m, r in grid6["methods"].items()
@@ -262,14 +284,14 @@ def loss_table(results: dict) -> str:
 def render(folder: str) -> dict[str, str]:
     """The blocks whose runs are all in `folder`: {block name: markdown}."""
     have = {name: json.load(open(os.path.join(folder, name))) for name in RUNS if os.path.isfile(os.path.join(folder, name))}
-    skip0, grid, long, q, grid6 = (have.get(name) for name in RUNS)
+    skip0, grid, long, q, grid6, q_skip0 = (have.get(name) for name in RUNS)
     blocks = {}
     if skip0 and grid:
         merged2 = {**paper_rows(skip0), **paper_rows(grid)}
         blocks["round2-step2"] = step2_markdown(skip0, grid, long)
         blocks["round2-paper"] = side_by_side(merged2, paper_rows(q) if q else None)
     if q:
-        blocks["round2-step3"] = step3_markdown(q, grid6)
+        blocks["round2-step3"] = step3_markdown(q, grid6, q_skip0)
     return blocks
 
 
