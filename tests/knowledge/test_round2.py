@@ -29,14 +29,22 @@ def _line(lines: list[str], label: str) -> str:
 
 
 def test_step3_predictions_are_read_against_their_bars_and_intervals():
-    q = _run({"sdft": (0, 0.2, {"heldout": 0.125, "drift": 0.8, "humaneval": 0.45}),
-              "sft": (3, 0.6, {"heldout": 0.5, "drift": 1.5, "humaneval": 0.30}),
+    q = _run({"sdft": (0, 0.2, {"heldout": 0.125, "drift": 0.8, "humaneval": 0.60}),
+              "sft": (3, 0.6, {"heldout": 0.5, "drift": 1.5, "humaneval": 0.05}),
               "offline": (1, 0.2, {"heldout": 0.15, "drift": 1.1, "humaneval": 0.40})})
     lines = round2.outcomes_step3(q)
     assert _line(lines, "P6").startswith("- **P6 held.**") and "0.125 [0.05, 0.26]" in _line(lines, "P6")
     assert _line(lines, "P7").startswith("- **P7 held.**")  # 20 of 40 vs 5 of 40: the intervals do not overlap
-    assert _line(lines, "P8").startswith("- **P8 held.**") and "SDFT +0.050, SFT +0.200" in _line(lines, "P8")
+    assert _line(lines, "P8").startswith("- **P8 held.**") and "SDFT -0.100, SFT +0.450" in _line(lines, "P8")
     assert _line(lines, "P9").startswith("- **P9 held.**") and "+0.025" in _line(lines, "P9")
+    # A gap of exactly the bar (2 of 40) is on it, whatever the floating point of 8/40 - 6/40.
+    edge = _run({"sdft": (0, 0.2, {"heldout": 6 / 40, "drift": 0.8}), "offline": (1, 0.2, {"heldout": 8 / 40, "drift": 1.1})})
+    assert _line(round2.outcomes_step3(edge), "P9").startswith("- **P9 held.**")
+    # SDFT drifts less, but its HumanEval is one problem above SFT's: not claimed.
+    near = _run({"sdft": (0, 0.2, {"heldout": 0.1, "drift": 0.8, "humaneval": 0.45}),
+                 "sft": (1, 0.2, {"heldout": 0.1, "drift": 1.5, "humaneval": 0.40})})
+    p8 = _line(round2.outcomes_step3(near), "P8")
+    assert p8.startswith("- **P8 not separated.**") and "the HumanEval intervals overlap" in p8
     # SFT ahead by 2 questions of 40: the intervals overlap, so the difference is not claimed.
     close = _run({"sdft": (0, 0.2, {"heldout": 0.10, "drift": 0.8, "humaneval": 0.45}),
                   "sft": (1, 0.2, {"heldout": 0.15, "drift": 0.7, "humaneval": 0.50})})

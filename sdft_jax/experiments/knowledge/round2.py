@@ -175,9 +175,10 @@ def outcomes_step3(q: dict, tag: str = "") -> list[str]:
     """P6-P9 at the run's chosen points; `tag` names a rerun of the bars (amendment 3) after each label."""
     t = {m: r["test"] for m, r in q["methods"].items()}
     ci = {m: _interval(q, t[m], "heldout") for m in t}
+    eps = 1e-9  # the scores are means over questions: a gap of exactly the bar must read as on the bar
     lines = []
     if "sdft" in t:
-        lines.append(f"- **P6{tag} {'held' if t['sdft']['heldout'] >= 0.10 else 'did not hold'}.** SDFT's test strict "
+        lines.append(f"- **P6{tag} {'held' if t['sdft']['heldout'] >= 0.10 - eps else 'did not hold'}.** SDFT's test strict "
                      f"{_acc(q, t['sdft'], 'heldout')} (bar >= 0.10).")
     if {"sdft", "sft"} <= set(t):
         higher = t["sft"]["heldout"] > t["sdft"]["heldout"]
@@ -185,16 +186,21 @@ def outcomes_step3(q: dict, tag: str = "") -> list[str]:
         lines.append(f"- **P7{tag} {'held' if higher and sep else 'did not hold' if not higher else 'not separated'}.** "
                      f"SFT {_acc(q, t['sft'], 'heldout')} vs SDFT {_acc(q, t['sdft'], 'heldout')}"
                      + ("" if sep else ": the intervals overlap, so no difference is claimed") + ".")
+        # HumanEval is an accuracy, so a smaller drop is claimed only where SDFT's and SFT's intervals separate
+        # (drift has no interval: one seed).
         base_he = q["base"].get("humaneval")
         drops = {m: base_he - t[m]["humaneval"] for m in ("sdft", "sft")} if base_he is not None else {}
+        he_sep = not drops or _separated(_interval(q, t["sdft"], "humaneval"), _interval(q, t["sft"], "humaneval"))
         less = t["sdft"]["drift"] < t["sft"]["drift"] and (not drops or drops["sdft"] < drops["sft"])
         he = (f"; HumanEval drop from the base {base_he:.3f}: SDFT {drops['sdft']:+.3f}, SFT {drops['sft']:+.3f} "
-              f"(n={q['examples']['humaneval']}: one problem is {1 / q['examples']['humaneval']:.2f})" if drops else "")
-        lines.append(f"- **P8{tag} {'held' if less else 'did not hold'}.** Drift (base {q['base']['drift']:.3f}): SDFT "
+              f"(n={q['examples']['humaneval']}: one problem is {1 / q['examples']['humaneval']:.2f}"
+              + ("" if he_sep else "; the HumanEval intervals overlap, so no difference is claimed") + ")" if drops else "")
+        verdict = "held" if less and he_sep else "not separated" if less else "did not hold"
+        lines.append(f"- **P8{tag} {verdict}.** Drift (base {q['base']['drift']:.3f}): SDFT "
                      f"{t['sdft']['drift']:.3f}, SFT {t['sft']['drift']:.3f}{he}.")
     if {"sdft", "offline"} <= set(t):
         gap = t["offline"]["heldout"] - t["sdft"]["heldout"]
-        holds = abs(gap) <= 0.05 and t["offline"]["drift"] > t["sdft"]["drift"]
+        holds = abs(gap) <= 0.05 + eps and t["offline"]["drift"] > t["sdft"]["drift"]
         lines.append(f"- **P9{tag} {'held' if holds else 'did not hold'}.** Offline minus SDFT, test strict {gap:+.3f} (bar: "
                      f"|gap| <= 0.05); drift offline {t['offline']['drift']:.3f} vs SDFT {t['sdft']['drift']:.3f} "
                      f"(predicted: offline higher).")
