@@ -45,6 +45,7 @@ PAPER_SCALE = {"3B": -3.3, "7B": 4.0, "14B": 6.9}
 INTERVALS = ("With 95% Wilson intervals over the questions (they treat the questions as independent, though each "
              "company's questions share its article, and they leave out training-seed and selection variance: "
              "one seed, the best of the grid on the validation questions):")
+EPS = 1e-9  # scores are means over questions: a score or gap exactly on a bar must read as on it
 RECIPE = ("loss.skip_first_tokens", "model.lora.rank", "model.lora.base_dtype", "batch.prompts_per_step",
           "sampling.max_new_tokens", "optim.lr", "steps")
 
@@ -127,7 +128,7 @@ def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
     if skip0:
         m = skip0["methods"]["sdft"]
         done = [r["validation"]["val"] for r in m["sweep"] if r["status"] == "done"]
-        holds = len(done) == len(m["sweep"]) and max(done) <= 0.05 and m["test"]["heldout"] <= 0.05
+        holds = len(done) == len(m["sweep"]) and max(done) <= 0.05 + EPS and m["test"]["heldout"] <= 0.05 + EPS
         verdict = "held" if holds else "incomplete" if len(done) < len(m["sweep"]) else "did not hold"
         lines.append(f"- **P4 {verdict}.** SDFT with `loss.skip_first_tokens="
                      f"{m['recipe']['loss.skip_first_tokens']}`: best validation strict over its {len(done)} finished "
@@ -137,7 +138,7 @@ def outcomes_step2(skip0: dict | None, grid: dict | None) -> list[str]:
         m = grid["methods"]["sft"]
         edges = _edges(m)
         test, drift = m["test"]["heldout"], m["test"]["drift"]
-        holds = test >= ROUND1_SFT["heldout"] and drift >= ROUND1_SFT["drift"]
+        holds = test >= ROUND1_SFT["heldout"] - EPS and drift >= ROUND1_SFT["drift"]
         where = "inside the grid on every axis" if not edges else f"at the grid's edge ({', '.join(edges)})"
         provisional = ", provisionally: the choice is at the grid's edge" if any("largest" in e for e in edges) else ""
         lines.append(f"- **P5 {'held' if holds else 'did not hold'}{provisional}.** SFT's extended grid chose "
@@ -152,8 +153,8 @@ def outcome_sdft_still_zero(run: dict, label: str, where: str, held_max: float, 
     m = run["methods"]["sdft"]
     done = {point_name(r["point"]): r["validation"]["val"] for r in m["sweep"] if r["status"] == "done"}
     best = max(done.values(), default=0.0)
-    verdict = ("incomplete" if len(done) < len(m["sweep"]) else "held" if best <= held_max + 1e-9 else
-               f"did not hold: {signal}" if best >= 0.10 - 1e-9 else "did not hold")
+    verdict = ("incomplete" if len(done) < len(m["sweep"]) else "held" if best <= held_max + EPS else
+               f"did not hold: {signal}" if best >= 0.10 - EPS else "did not hold")
     return (f"- **{label} {verdict}.** SDFT with `loss.skip_first_tokens={m['recipe']['loss.skip_first_tokens']}` "
             f"{where}, validation strict: " + "; ".join(f"{p} {v:.3f}" for p, v in done.items())
             + f" ({bar}); test strict at its chosen point {_acc(run, m['test'], 'heldout')}.")
@@ -175,10 +176,9 @@ def outcomes_step3(q: dict, tag: str = "") -> list[str]:
     """P6-P9 at the run's chosen points; `tag` names a rerun of the bars (amendment 3) after each label."""
     t = {m: r["test"] for m, r in q["methods"].items()}
     ci = {m: _interval(q, t[m], "heldout") for m in t}
-    eps = 1e-9  # the scores are means over questions: a gap of exactly the bar must read as on the bar
     lines = []
     if "sdft" in t:
-        lines.append(f"- **P6{tag} {'held' if t['sdft']['heldout'] >= 0.10 - eps else 'did not hold'}.** SDFT's test strict "
+        lines.append(f"- **P6{tag} {'held' if t['sdft']['heldout'] >= 0.10 - EPS else 'did not hold'}.** SDFT's test strict "
                      f"{_acc(q, t['sdft'], 'heldout')} (bar >= 0.10).")
     if {"sdft", "sft"} <= set(t):
         higher = t["sft"]["heldout"] > t["sdft"]["heldout"]
@@ -200,7 +200,7 @@ def outcomes_step3(q: dict, tag: str = "") -> list[str]:
                      f"{t['sdft']['drift']:.3f}, SFT {t['sft']['drift']:.3f}{he}.")
     if {"sdft", "offline"} <= set(t):
         gap = t["offline"]["heldout"] - t["sdft"]["heldout"]
-        holds = abs(gap) <= 0.05 + eps and t["offline"]["drift"] > t["sdft"]["drift"]
+        holds = abs(gap) <= 0.05 + EPS and t["offline"]["drift"] > t["sdft"]["drift"]
         lines.append(f"- **P9{tag} {'held' if holds else 'did not hold'}.** Offline minus SDFT, test strict {gap:+.3f} (bar: "
                      f"|gap| <= 0.05); drift offline {t['offline']['drift']:.3f} vs SDFT {t['sdft']['drift']:.3f} "
                      f"(predicted: offline higher).")
