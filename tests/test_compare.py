@@ -35,6 +35,10 @@ def test_check_names_the_missing_or_wrong_setting():
     with pytest.raises(ValueError, match=r"evals.bad: unknown argument\(s\) \['splitt'\]"):
         check(c)
     del c.compare.evals["bad"]
+    c.compare.keep = "best"
+    with pytest.raises(ConfigError, match=r"compare.keep='best': expected 'all' or 'chosen'"):
+        check(c)
+    c.compare.keep = "chosen"
     c.compare.plot = ["heldout", "oracle/lenient"]
     with pytest.raises(ConfigError, match="column 'oracle/lenient' is not an evaluator"):
         check(c)

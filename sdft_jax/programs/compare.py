@@ -12,16 +12,25 @@ evaluators next to the base model.
         ceiling={COLUMN: BASE_COLUMN},    # a row / bar: the base's BASE_COLUMN (oracle context)
         plot=[COLUMN, ...],               # accuracy columns drawn as grouped bars
         panels=[COLUMN, ...],             # other columns (an NLL, pass@1), a bar panel each
+        keep="all",                       # or "chosen": free what no later step reads (below)
     )
 
 Outputs in WORKDIR: base.json; METHOD/ = one sdft_jax.sweep folder per method (resumable; a rerun
 skips finished points and evaluations); results.json, results.md, results.png.
+
+keep="chosen" frees disk as the sweep goes (a 0.5B model's point holds a 2 GB checkpoint and a 2.4 GB
+export): before each point and after each sweep it deletes the checkpoints/ of every finished
+(done or diverged) point, which the sweep never resumes, and the export/ of every finished point that
+can no longer be chosen (a done point of the same method scores strictly higher on select, then
+tie_break; diverged points never are). Failed points keep theirs for --retry_failed.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
+import shutil
 import time
 
 import jax
@@ -30,7 +39,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend, no open figures
 
 from sdft_jax.eval.evaluators import check_spec, evaluate_model
-from sdft_jax.programs.sweep import point_name, run_sweep
+from sdft_jax.programs.sweep import DONE, point_name, run_sweep
 from sdft_jax.programs.train import run
 from sdft_jax.resolve import ConfigError
 from sdft_jax.runtime.host import say
@@ -45,6 +54,8 @@ def check(config) -> None:
             raise ConfigError(f"compare.{key}: required")
     if cmp.select not in (config.get("evals") or {}):
         raise ConfigError(f"compare.select={cmp.select!r}: not an evaluator of config.evals ({sorted(config.evals)})")
+    if cmp.get("keep", "all") not in ("all", "chosen"):
+        raise ConfigError(f"compare.keep={cmp.keep!r}: expected 'all' or 'chosen'")
     for name, spec in cmp.evals.items():
         check_spec(name, spec)
     named = [*(cmp.get("ceiling") or {}).keys(), *(cmp.get("ceiling") or {}).values(), *(cmp.get("plot") or []),
@@ -65,6 +76,27 @@ def select(rows: list[dict], key: str, tie_break: str = "") -> dict:
     score = lambda r: (r["metrics"][key], r["metrics"].get(tie_break, 0.0) if tie_break else 0.0)  # noqa: E731
     best = max(score(r) for r in done)
     return next(r for r in done if score(r) == best)
+
+
+def free_disk(method_dir: str, key: str, tie_break: str = "") -> None:
+    """keep="chosen": deletes the checkpoints of finished points and the exports of points that can no
+    longer be chosen (see the module docstring); says how much it freed."""
+    rows = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(method_dir, "*", DONE)))]
+    finished = [r for r in rows if r["status"] == "done" or r["status"].startswith("diverged")]
+    score = lambda r: (r["metrics"].get(key, float("-inf")), r["metrics"].get(tie_break, 0.0) if tie_break else 0.0)  # noqa: E731
+    best = max((score(r) for r in finished if r["status"] == "done"), default=None)
+    doomed = [os.path.join(method_dir, r["folder"], "checkpoints") for r in finished]
+    doomed += [os.path.join(method_dir, r["folder"], "export") for r in finished
+               if r["status"] != "done" or score(r) < best]
+    freed = sum(_size(path) for path in doomed)
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    if freed:
+        say(f"[compare] keep=chosen: freed {freed / 1e9:.2f} GB in {method_dir}")
+
+
+def _size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def _cached(path: str, compute) -> dict:
@@ -103,7 +135,15 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     methods = {}
     for method in cmp.methods:
         say(f"[compare] {method}: sweep {' x '.join(cmp.sweep)}, chosen by {cmp.select}")
-        rows = run_sweep(_method_config(config, method), os.path.join(workdir, method), list(cmp.sweep), run, say=say)
+        method_dir = os.path.join(workdir, method)
+        run_point = run
+        if cmp.get("keep", "all") == "chosen":
+            def run_point(c, folder, method_dir=method_dir):
+                free_disk(method_dir, key, tie)  # the points finished so far, before this one writes its own
+                return run(c, folder)
+        rows = run_sweep(_method_config(config, method), method_dir, list(cmp.sweep), run_point, say=say)
+        if cmp.get("keep", "all") == "chosen":
+            free_disk(method_dir, key, tie)
         if any(r["status"] == "preempted" for r in rows):
             say("[compare] stopped by SIGTERM; rerun the same command to resume")
             return {"preempted": True}

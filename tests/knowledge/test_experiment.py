@@ -20,6 +20,9 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
     _, c = _knowledge_config("model=tiny,companies=8,epochs=1")  # 1 epoch = 4 steps of 8 prompts
     assert c.compare.sweep == ["optim.lr=[2e-05,6e-05,0.0002]", "steps=[4]"]
     c.compare.sweep = ["optim.lr=[1e-3,1e-2]", "steps=[2]"]  # two points per method, 2 steps each
+    assert c.compare.keep == "chosen"
+    freed = []
+    monkeypatch.setattr("sdft_jax.programs.compare.say", lambda m: freed.append(m) if "freed" in m else None)
     out = run_program(c, str(tmp_path / "run"))
     results = json.load(open(tmp_path / "run" / "results.json"))
     assert out["columns"] == results["columns"] == [
@@ -31,9 +34,16 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
         assert all(set(r["validation"]) == {"val", "val/knowledge_lenient"} for r in m["sweep"])
         chosen = os.path.join(tmp_path, "run", method, ",".join(f"{k}={v}" for k, v in m["chosen"].items()))
         assert os.path.isdir(os.path.join(chosen, "export"))
+        score = lambda r: (r["validation"]["val"], r["validation"]["val/knowledge_lenient"])  # noqa: E731
+        best = max(score(r) for r in m["sweep"])
+        for r in m["sweep"]:  # keep="chosen": no checkpoints left; an export only where the point can still be chosen
+            folder = os.path.join(tmp_path, "run", method, ",".join(f"{k}={v}" for k, v in r["point"].items()))
+            assert not os.path.exists(os.path.join(folder, "checkpoints"))
+            assert os.path.isdir(os.path.join(folder, "export")) == (score(r) == best)
         logged = [json.loads(line) for line in open(os.path.join(chosen, "metrics.jsonl"))]
         assert [r["step"] for r in logged if "eval/val" in r] == [2]  # every=-1: once, at the last step
         assert m["test"]["drift"] != results["base"]["drift"]  # trained weights were evaluated
+    assert len([m for m in freed if "/sdft" in m]) == 2  # before the second point, and after the sweep
     assert results["ceiling"] == {"heldout": results["base"]["oracle_rag"],
                                   "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}
     table = (tmp_path / "run" / "results.md").read_text()
