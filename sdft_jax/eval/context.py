@@ -39,6 +39,7 @@ class EvalContext:
     lengths: object = None
     source: dict = dataclasses.field(default_factory=dict)
     data_dir: str = ""
+    records_dir: str = ""  # generation evaluators write their per-question records here as NAME.jsonl
 
     def __post_init__(self):
         if not isinstance(self.defaults, EvalDefaults):

@@ -41,6 +41,13 @@ def eval_rows(task: str, path: str, split: str | None, fallback: str, data_dir: 
     return rows[:limit]
 
 
+def _records_path(ctx: EvalContext, name: str) -> str | None:
+    if not ctx.records_dir:
+        return None
+    os.makedirs(ctx.records_dir, exist_ok=True)
+    return os.path.join(ctx.records_dir, f"{name}.jsonl")
+
+
 def _with_params(model, params):
     m = copy.copy(model)
     m.params = params
@@ -55,6 +62,7 @@ class TaskAccuracy:
         c = ctx.defaults
         task, path = task or c.task, path or c.path
         self.name, self.every, self.context, self.model = name, every, context, ctx.model
+        self.records = _records_path(ctx, name)
         self.count_cut = count_cut
         self.scorer = scorer or ("exact_match" if task == "demonstrations" else task)  # the task's own scorer
         self.rows = eval_rows(task, path, split or None, fallback_split, ctx.data_dir, examples or c.examples)
@@ -67,7 +75,7 @@ class TaskAccuracy:
         """{NAME: accuracy}, per extra scorer S on the same completions {NAME/S: accuracy}, and with
         count_cut {NAME/cut: the answers that reached max_new_tokens before their end}."""
         weights = teacher_params if self.context == "teacher" and teacher_params is not None else params
-        m = evaluate(self.model, self.rows, self.scorer, params=weights, **self.kwargs)
+        m = evaluate(self.model, self.rows, self.scorer, params=weights, out_jsonl=self.records, **self.kwargs)
         out = {self.name: m["accuracy"], **{f"{self.name}/{a}": m[f"accuracy:{a}"] for a in self.kwargs["also_scorers"]}}
         return {**out, f"{self.name}/cut": m["cut"]} if self.count_cut else out
 
@@ -78,11 +86,13 @@ class HumanEvalPass1:
     def __init__(self, name: str, ctx, *, examples: int = 0, max_new_tokens: int = 384, batch_size: int = 8,
                  every: int = 0):
         self.name, self.every, self.model = name, every, ctx.model
+        self.records = _records_path(ctx, name)
         self.rows = humaneval.rows(examples or ctx.defaults.examples)
         self.kwargs = dict(max_new_tokens=max_new_tokens, max_prompt=1024, batch_size=batch_size)
 
     def __call__(self, params, teacher_params=None) -> dict:
-        return {self.name: evaluate(self.model, self.rows, "humaneval", params=params, **self.kwargs)["accuracy"]}
+        return {self.name: evaluate(self.model, self.rows, "humaneval", params=params, out_jsonl=self.records,
+                                    **self.kwargs)["accuracy"]}
 
 
 class MultipleChoice:
@@ -144,9 +154,10 @@ def evaluate_all(evaluators, params=None, teacher_params=None) -> dict:
     return out
 
 
-def evaluate_model(path: str, specs: dict, config, workdir: str) -> dict[str, float]:
-    """The checkpoint folder at `path` scored by the evaluators `specs` declares ({name: spec})."""
+def evaluate_model(path: str, specs: dict, config, workdir: str, records_dir: str = "") -> dict[str, float]:
+    """The checkpoint folder at `path` scored by the evaluators `specs` declares ({name: spec}); with
+    `records_dir`, each generation evaluator's per-question records (completion, scores) go to NAME.jsonl there."""
     defaults = EvalDefaults.of(config)
     model = load_pretrained(path, dtype=defaults.model_dtype)
-    ctx = EvalContext(defaults, model, data_dir=os.path.join(workdir, "tfds"))
+    ctx = EvalContext(defaults, model, data_dir=os.path.join(workdir, "tfds"), records_dir=records_dir)
     return evaluate_all([build(name, spec, ctx) for name, spec in specs.items()])

@@ -64,6 +64,9 @@ def evaluate(model, examples: Sequence[dict], task: str, *, with_demonstration: 
             continue
         contexts.append(ids)
         kept.append(ex)
+    if skipped:  # stderr: stdout carries the metrics JSON; the accuracy below is over the rows kept
+        print(f"eval {task}: {skipped} of {len(examples)} rows are longer than max_prompt={max_prompt} tokens and were "
+              f"not evaluated", file=sys.stderr, flush=True)
     start, records, generated, cut = time.perf_counter(), [], 0, 0
     key = jax.random.key(seed)
     for lo in range(0, len(contexts), batch_size):

@@ -15,8 +15,9 @@ evaluators next to the base model.
         keep="all",                       # or "chosen": free what no later step reads (below)
     )
 
-Outputs in WORKDIR: base.json; METHOD/ = one sdft_jax.sweep folder per method (resumable; a rerun
-skips finished points and evaluations); results.json, results.md, results.png.
+Outputs in WORKDIR: base.json (base_per_question/NAME.jsonl: each generation evaluator's completions and
+scores, for paired tests); METHOD/ = one sdft_jax.sweep folder per method (resumable; a rerun skips finished
+points and evaluations; the chosen point's test_eval.json and per_question/); results.json, results.md, results.png.
 
 keep="chosen" frees disk as the sweep goes (a 0.5B model's point holds a 2 GB checkpoint and a 2.4 GB
 export): before each point and after each sweep it deletes the checkpoints/ of every finished
@@ -129,7 +130,9 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     evals = {name: dict(spec) for name, spec in cmp.evals.items()}
     say(f"[compare] the base model: {', '.join(evals)}")
-    base = _cached(os.path.join(workdir, "base.json"), lambda: evaluate_model(config.model.path, evals, config, workdir))
+    base_records = os.path.join(workdir, "base_per_question")
+    base = _cached(os.path.join(workdir, "base.json"),
+                   lambda: evaluate_model(config.model.path, evals, config, workdir, base_records))
     key = f"eval/{cmp.select}"
     tie = f"eval/{cmp.tie_break}" if cmp.get("tie_break") else ""
     methods = {}
@@ -151,7 +154,8 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
         folder = os.path.join(workdir, method, point_name(best["point"]))
         say(f"[compare] {method}: chose {point_name(best['point'])} ({cmp.select} {best['metrics'][key]:.3f}); test evaluations")
         test = _cached(os.path.join(folder, "test_eval.json"),
-                       lambda: evaluate_model(os.path.join(folder, "export"), evals, config, workdir))
+                       lambda: evaluate_model(os.path.join(folder, "export"), evals, config, workdir,
+                                              os.path.join(folder, "per_question")))
         methods[method] = dict(chosen=best["point"], test=test, sweep=[
             dict(point=r["point"], status=r["status"], seconds=r.get("seconds"),
                  validation={k.removeprefix("eval/"): v for k, v in r["metrics"].items() if k.startswith(key)})

@@ -32,6 +32,15 @@ def test_evaluate_writes_records_and_is_deterministic(tiny_qwen2, tmp_path):
     assert 0.0 <= sampled["pass@1"] <= sampled["pass@4"] <= 1.0
 
 
+def test_rows_longer_than_max_prompt_are_counted_and_named_on_stderr(tiny_qwen2, capsys):
+    model = load_pretrained(tiny_qwen2, dtype="float32")
+    rows = _examples(3)
+    rows[1]["prompt"] = "Say it. " * 40
+    m = evaluate(model, rows, "exact_match", max_new_tokens=2, batch_size=4, max_prompt=64, stop_ids=())
+    assert m["n"] == 2 and m["skipped_too_long"] == 1
+    assert "eval exact_match: 1 of 3 rows are longer than max_prompt=64 tokens and were not evaluated" in capsys.readouterr().err
+
+
 def test_cut_counts_answers_that_reach_the_cap_before_a_stop_token(tiny_qwen2):
     """`cut` against a greedy decode by transformers: a row is cut when none of its first N tokens
     is a stop token (the stop: a token that transformers' decode writes in some rows only)."""

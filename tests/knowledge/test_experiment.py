@@ -43,6 +43,13 @@ def test_knowledge_experiment_compares_both_methods_on_the_tiny_model(tmp_path, 
         logged = [json.loads(line) for line in open(os.path.join(chosen, "metrics.jsonl"))]
         assert [r["step"] for r in logged if "eval/val" in r] == [2]  # every=-1: once, at the last step
         assert m["test"]["drift"] != results["base"]["drift"]  # trained weights were evaluated
+        for name in ("heldout", "ood", "humaneval"):  # per-question records, for paired tests (the tiny
+            # tokenizer makes every oracle context and one of 6 ood prompts too long; stderr says so)
+            for records, row in ((os.path.join(chosen, "per_question"), m["test"]),
+                                 (os.path.join(tmp_path, "run", "base_per_question"), results["base"])):
+                scores = [json.loads(line)["score"] for line in open(os.path.join(records, f"{name}.jsonl"))]
+                assert len(scores) == {"heldout": 8, "ood": 5, "humaneval": 2}[name]
+                assert sum(scores) / len(scores) == row[name]
     assert len([m for m in freed if "/sdft" in m]) == 2  # before the second point, and after the sweep
     assert results["ceiling"] == {"heldout": results["base"]["oracle_rag"],
                                   "heldout/knowledge_lenient": results["base"]["oracle_rag/knowledge_lenient"]}
