@@ -38,3 +38,9 @@ def test_wilson_interval_matches_scipy(k, n):
     ci = scipy_stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
     assert stats.wilson(k, n) == pytest.approx([ci.low, ci.high], abs=1e-12)
     assert stats.wilson(0, 0) is None
+
+
+@pytest.mark.parametrize("gained,lost", [(0, 0), (0, 1), (1, 0), (3, 3), (2, 9), (11, 2), (0, 14), (25, 40)])
+def test_exact_mcnemar_is_scipys_two_sided_binomial_test_on_the_discordant_pairs(gained, lost):
+    want = 1.0 if gained + lost == 0 else scipy_stats.binomtest(gained, gained + lost, 0.5).pvalue
+    assert stats.mcnemar_exact(gained, lost) == pytest.approx(want, rel=1e-12)

@@ -86,3 +86,13 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> list[float] 
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return [max(0.0, center - half), min(1.0, center + half)]
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """The exact McNemar test's two-sided p for paired right/wrong outcomes: of the gained + lost
+    discordant questions, a split at least this uneven under Binomial(gained + lost, 1/2)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

@@ -1,0 +1,207 @@
+"""The knowledge experiment's amendment 5 (docs/EXPERIMENTS.md): a graded measure of what a trained
+model holds, where greedy exact match sees nothing. For each held-out test question, the student
+context is followed, as the assistant's reply, by each value the corpus holds for that attribute (the
+true answer and its `forbidden` list, the same attribute of every other company); a reply scores the
+sum of its tokens' log-probabilities. A question is chosen right when the true answer scores strictly
+highest. Per model: that accuracy, the true answer's NLL and mean rank, and, per question against
+the base, the exact McNemar test.
+
+    python -m sdft_jax.experiments.knowledge.graded run --out docs/results/knowledge_r2_graded.json
+    python -m sdft_jax.experiments.knowledge.graded render --update docs/EXPERIMENTS.md
+
+`run` scores the exports the round-2 runs kept (MODELS), one model at a time, each cached under
+$SDFT_JAX_CACHE/runs/knowledge_r2_graded/ (a rerun skips the models done).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+from configs import knowledge as knowledge_config
+from configs.common import real_model_path
+from sdft_jax.data.prompts import student_context
+from sdft_jax.data.records import read_knowledge
+from sdft_jax.eval.likelihood import LikelihoodScorer
+from sdft_jax.experiments.stats import mcnemar_exact, wilson
+from sdft_jax.model import load_pretrained
+from sdft_jax.runtime.cache import cache_root
+from sdft_jax.runtime.doc_block import emit
+
+# Per model family: its corpus (seed 0, N companies), its base (a folder of real_models.py) and, in order, (method, label, run folder under
+# $SDFT_JAX_CACHE/runs/, sweep point); the base first. Named in the doc before any was scored.
+FAMILIES = {
+    "smollm2_135m": dict(title="SmolLM2-135M, full fine-tuning", companies=30, base=knowledge_config.MODELS["smollm2_135m"], models=[
+        ("base", "base", "", ""),
+        ("sdft", "SDFT 2e-5 x 2 epochs, no skip (step 2's choice)", "knowledge_r2_sdft_skip0/sdft", "optim.lr=2e-05,steps=30"),
+        ("sdft", "SDFT 2e-4 x 8 epochs, no skip (amendment 2's choice)", "knowledge_r2_sdft_long/sdft", "optim.lr=0.0002,steps=120"),
+        ("sdft", "SDFT 6e-4 x 8 epochs, no skip (amendment 2)", "knowledge_r2_sdft_long/sdft", "optim.lr=0.0006,steps=120"),
+        ("sft", "SFT 6e-4 x 8 epochs (step 2's choice)", "knowledge_r2_sft_grid/sft", "optim.lr=0.0006,steps=120")]),
+    "qwen2_5_0_5b": dict(title="Qwen2.5-Coder-0.5B, LoRA 16", companies=10, base=knowledge_config.MODELS["qwen2_5_0_5b"], models=[
+        ("base", "base", "", ""),
+        ("sdft", "SDFT 1e-4 x 4 epochs, skip 3 (step 3's choice)", "knowledge_r2_qwen_lora/sdft", "optim.lr=0.0001,steps=20"),
+        ("sdft", "SDFT 1e-4 x 4 epochs, no skip (amendment 4's choice)", "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0001,steps=20"),
+        ("sdft", "SDFT 5e-4 x 4 epochs, no skip (amendment 4)", "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0005,steps=20"),
+        ("offline", "offline 1e-4 x 4 epochs (step 3's choice)", "knowledge_r2_qwen_lora/offline", "optim.lr=0.0001,steps=20"),
+        ("offline", "offline 5e-4 x 4 epochs (step 3)", "knowledge_r2_qwen_lora/offline", "optim.lr=0.0005,steps=20"),
+        ("sft", "SFT 5e-4 x 4 epochs (step 3's choice)", "knowledge_r2_qwen_lora/sft", "optim.lr=0.0005,steps=20")]),
+}
+EPS = 1e-9  # a gap exactly on a bar is on it
+
+
+def questions(corpus: str) -> list[dict]:
+    """The held-out test questions as the evaluations read them (knowledge rows, in file order)."""
+    return list(read_knowledge(os.path.join(corpus, "heldout", "test.jsonl")))
+
+
+def score(model, rows: list[dict], batch_size: int = 8) -> list[dict]:
+    """Per question: the true answer's log-prob as the reply, the best other value's, and the true answer's
+    rank (1 + the values scoring at least as high: a tie is not a right choice)."""
+    tok, pairs, spans = model.tokenizer, [], []
+    for ex in rows:
+        raw = json.loads(ex["raw"])
+        context = student_context(tok, ex)
+        values = [raw["answer"], *raw["forbidden"]]
+        spans.append((len(pairs), len(values)))
+        pairs += [(context, v) for v in values]
+    logp = [lp for lp, _ in LikelihoodScorer(model, batch_size=batch_size, max_length=512).loglikelihood(pairs)]
+    out = []
+    for ex, (start, k) in zip(rows, spans):
+        true, others = logp[start], logp[start + 1: start + k]
+        out.append({"id": ex["id"], "true_logp": true, "best_other_logp": max(others),
+                    "rank": 1 + sum(o >= true for o in others)})
+    return out
+
+
+def aggregate(records: list[dict]) -> dict:
+    n = len(records)
+    right = sum(r["rank"] == 1 for r in records)
+    return {"n": n, "right": right, "accuracy": right / n, "nll": -float(np.mean([r["true_logp"] for r in records])),
+            "mean_rank": float(np.mean([r["rank"] for r in records]))}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+
+
+def run(out: str, runs_root: str = "", families: dict = FAMILIES) -> dict:
+    runs_root = runs_root or os.path.join(cache_root(), "runs")
+    cache = os.path.join(runs_root, "knowledge_r2_graded")
+    os.makedirs(cache, exist_ok=True)
+    todo = [(fam, spec, m, os.path.join(cache, f"{fam}__{_slug(m[1])}.json"))
+            for fam, spec in families.items() for m in spec["models"]]
+    paths = {}
+    for fam, spec, (method, label, folder, point), cached in todo:  # every model to score present before the first
+        path = os.path.join(runs_root, folder, point, "export") if folder else real_model_path(spec["base"])
+        if not os.path.isfile(cached) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path}: no exported model ({fam}, {label})")
+        paths[fam, label] = path
+    result = {"families": {}}
+    for i, (fam, spec, (method, label, _, _), cached) in enumerate(todo, 1):
+        if not os.path.isfile(cached):
+            start = time.perf_counter()
+            model = load_pretrained(paths[fam, label], dtype="float32")
+            records = score(model, questions(knowledge_config.corpus_folder(0, spec["companies"])))
+            row = {"method": method, "label": label, "path": paths[fam, label], **aggregate(records),
+                   "seconds": round(time.perf_counter() - start, 1), "questions": records}
+            with open(cached + ".tmp", "w") as f:
+                json.dump(row, f, indent=1)
+            os.replace(cached + ".tmp", cached)
+        row = json.load(open(cached))
+        print(f"[graded] {i}/{len(todo)} {fam}: {label}: right {row['right']}/{row['n']}, true-answer NLL "
+              f"{row['nll']:.3f}, {row['seconds']:.0f} s", file=sys.stderr, flush=True)
+        fam_out = result["families"].setdefault(fam, {"title": spec["title"], "companies": spec["companies"], "models": []})
+        fam_out["models"].append(row)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return result
+
+
+def paired_with_base(base: dict, row: dict) -> dict:
+    """Per question against the base: gained (base wrong, model right), lost, and the exact McNemar p."""
+    base_right = {q["id"]: q["rank"] == 1 for q in base["questions"]}
+    if set(base_right) != {q["id"] for q in row["questions"]}:
+        raise ValueError(f"{row['label']}: not the base's questions")
+    gained = sum(q["rank"] == 1 and not base_right[q["id"]] for q in row["questions"])
+    lost = sum(q["rank"] != 1 and base_right[q["id"]] for q in row["questions"])
+    return {"gained": gained, "lost": lost, "p": mcnemar_exact(gained, lost)}
+
+
+def table(fam: dict) -> str:
+    base = fam["models"][0]
+    n, k = base["n"], fam["companies"]
+    lines = [f"{fam['title']}: {n} held-out test questions, {k} values each (chance {1 / k:.3f}):", "",
+             "| model | chosen right [95% Wilson] | gained / lost vs base | McNemar p | true answer NLL (nats) | "
+             "NLL change | mean rank |", "|---|---|---|---|---|---|---|"]
+    for row in fam["models"]:
+        lo, hi = wilson(row["right"], row["n"])
+        vs = paired_with_base(base, row) if row is not base else None
+        lines.append(f"| {row['label']} | {row['accuracy']:.3f} [{lo:.2f}, {hi:.2f}] ({row['right']}/{row['n']}) | "
+                     + (f"{vs['gained']} / {vs['lost']} | {vs['p']:.3g} | " if vs else " |  | ")
+                     + f"{row['nll']:.3f} | " + (f"{row['nll'] - base['nll']:+.3f}" if vs else "") + f" | {row['mean_rank']:.2f} |")
+    return "\n".join(lines)
+
+
+def outcomes(result: dict) -> list[str]:
+    """P10 and P11 against their bars (docs/EXPERIMENTS.md, amendment 5)."""
+    sdft, failed = [], []
+    for fam in result["families"].values():
+        base = fam["models"][0]
+        for row in fam["models"][1:]:
+            if row["method"] == "sdft":
+                vs = paired_with_base(base, row)
+                gap = row["accuracy"] - base["accuracy"]
+                sdft.append(f"{row['label']} {gap:+.3f} (p {vs['p']:.3g})")
+                if gap > 0.10 + EPS or vs["p"] < 0.05:
+                    failed.append(row["label"])
+    lines = [f"- **P10 {'held' if not failed else 'did not hold'}.** SDFT's choice accuracy minus its base's "
+             f"(bar <= +0.10, and p >= 0.05 for each): " + "; ".join(sdft) + "."
+             + (f" Over a bar: {', '.join(failed)}." if failed else "")]
+    parts, held = [], True
+    for name, fam in result["families"].items():
+        base, sft = fam["models"][0], next(r for r in fam["models"] if r["method"] == "sft")
+        vs = paired_with_base(base, sft)
+        if name == "smollm2_135m":
+            ok = sft["accuracy"] >= 0.75 - EPS
+            parts.append(f"{fam['title']}: SFT {sft['accuracy']:.3f} (bar >= 0.75)")
+        else:
+            ok = sft["accuracy"] - base["accuracy"] >= 0.10 - EPS and vs["p"] < 0.05
+            parts.append(f"{fam['title']}: SFT {sft['accuracy']:.3f} against the base's {base['accuracy']:.3f} "
+                         f"(bar >= +0.10), p {vs['p']:.3g} (bar < 0.05)")
+        held = held and ok
+    lines.append(f"- **P11 {'held' if held else 'did not hold'}.** " + "; ".join(parts) + ".")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    return "\n\n".join([*(table(fam) for fam in result["families"].values()), "\n".join(outcomes(result))])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.knowledge.graded", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="score every model of FAMILIES (cached per model) into one JSON")
+    r.add_argument("--out", required=True)
+    d = sub.add_parser("render", help="the doc's round2-graded block from the JSON")
+    d.add_argument("--results", default="docs/results/knowledge_r2_graded.json")
+    d.add_argument("--update", default="", help="the markdown file whose round2-graded block is replaced")
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        try:
+            run(args.out)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    emit(markdown(json.load(open(args.results))), args.update, name="round2-graded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

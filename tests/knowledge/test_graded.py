@@ -1,0 +1,97 @@
+"""Amendment 5's graded measure (sdft_jax/experiments/knowledge/graded.py): the answer log-probs against
+transformers, the verdicts against their bars, a cached run end to end and the doc block against its JSON."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from sdft_jax.experiments.knowledge import graded
+from sdft_jax.model import load_pretrained
+from tests import hf_fixtures as hf
+from tests.test_train import REPO
+
+
+def _rows(tmp_path):
+    path = tmp_path / "heldout" / "test.jsonl"
+    path.parent.mkdir(parents=True)
+    facts = [("Foo Works", "1918", ["1927", "1830"]), ("Bar Ltd", "Zed Quor", ["Al Bin", "Mo Ra"])]
+    with open(path, "w") as f:
+        for title, answer, forbidden in facts:
+            f.write(json.dumps({"question": f"When or by whom was {title} founded?", "answer": answer, "title": title,
+                                "article": f"{title} was founded in {answer}.", "forbidden": forbidden}) + "\n")
+    return graded.questions(str(tmp_path)), facts
+
+
+def test_each_value_is_scored_as_the_reply_as_transformers_scores_it(tiny_qwen2, tmp_path):
+    from sdft_jax.data.prompts import student_context
+    model, ref = load_pretrained(tiny_qwen2, dtype="float32"), hf.reload_hf(tiny_qwen2)
+    rows, facts = _rows(tmp_path)
+    got = graded.score(model, rows, batch_size=4)
+    tok = model.tokenizer
+    for ex, (_, answer, forbidden), record in zip(rows, facts, got):
+        context = student_context(tok, ex)
+        want = []
+        for value in [answer, *forbidden]:
+            ids = tok(context + value, add_special_tokens=False).input_ids
+            n = len(ids) - len(tok(context, add_special_tokens=False).input_ids)
+            logits = hf.hf_logits(ref, np.asarray([ids]), np.ones((1, len(ids)), np.int64))[0]
+            lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+            want.append(sum(lp[t - 1, ids[t]] for t in range(len(ids) - n, len(ids))))
+        assert record["true_logp"] == pytest.approx(want[0], abs=1e-3)
+        assert record["best_other_logp"] == pytest.approx(max(want[1:]), abs=1e-3)
+        assert record["rank"] == 1 + sum(w >= want[0] for w in want[1:])
+
+
+def _model(method, label, ranks, nll=1.0):
+    questions = [{"id": f"q{i}", "true_logp": -nll, "best_other_logp": -2.0, "rank": r} for i, r in enumerate(ranks)]
+    return {"method": method, "label": label, **graded.aggregate(questions), "questions": questions}
+
+
+def _result(smol_sdft_ranks, qwen_sft_ranks):
+    base = [2] * 20
+    return {"families": {
+        "smollm2_135m": {"title": "S", "companies": 30, "models": [
+            _model("base", "base", base), _model("sdft", "sdft", smol_sdft_ranks), _model("sft", "sft", [1] * 16 + [3] * 4)]},
+        "qwen2_5_0_5b": {"title": "Q", "companies": 10, "models": [
+            _model("base", "base", base), _model("sft", "sft", qwen_sft_ranks)]}}}
+
+
+def test_p10_and_p11_are_read_against_their_bars():
+    p10, p11 = graded.outcomes(_result([1] * 2 + [2] * 18, [1] * 8 + [2] * 12))
+    assert p10.startswith("- **P10 held.**") and "sdft +0.100 (p 0.5)" in p10  # exactly on the bar, 2 gained
+    assert p11.startswith("- **P11 held.**") and "SFT 0.800 (bar >= 0.75)" in p11 and "p 0.00781" in p11
+    p10, p11 = graded.outcomes(_result([1] * 7 + [2] * 13, [1] * 2 + [2] * 18))
+    assert p10.startswith("- **P10 did not hold.**") and p10.endswith("Over a bar: sdft.")
+    assert p11.startswith("- **P11 did not hold.**")  # Qwen's SFT: +0.100 but p 0.5
+    text = graded.markdown(_result([1] * 2 + [2] * 18, [1] * 8 + [2] * 12))
+    assert "| sdft | 0.100 [0.03, 0.30] (2/20) | 2 / 0 | 0.5 | 1.000 | +0.000 | 1.90 |" in text
+
+
+def test_run_scores_each_model_once_and_names_a_missing_export(tiny_qwen2, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDFT_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SDFT_REAL_MODELS", str(tmp_path / "real"))
+    shutil.copytree(tiny_qwen2, tmp_path / "real" / "tiny")
+    shutil.copytree(tiny_qwen2, tmp_path / "runs" / "r" / "sft" / "p" / "export")  # the base again, as a "trained" model
+    families = {"tiny": dict(title="tiny", companies=3, base="tiny", models=[
+        ("base", "base", "", ""), ("sft", "SFT", "r/sft", "p")])}
+    result = graded.run(str(tmp_path / "g.json"), str(tmp_path / "runs"), families)
+    base, sft = result["families"]["tiny"]["models"]
+    assert base["n"] == sft["n"] == 12 and base["questions"] == sft["questions"]  # 3 companies x 4 held-out questions
+    assert graded.paired_with_base(base, sft) == {"gained": 0, "lost": 0, "p": 1.0}
+    assert json.load(open(tmp_path / "g.json")) == result
+    shutil.rmtree(tmp_path / "real" / "tiny")  # a rerun reads the cache: the models are not loaded again
+    assert graded.run(str(tmp_path / "g2.json"), str(tmp_path / "runs"), families) == result
+    families["tiny"]["models"].append(("sdft", "SDFT", "r/sdft", "p"))
+    with pytest.raises(FileNotFoundError, match=r"r/sdft/p/export: no exported model \(tiny, SDFT\)"):
+        graded.run(str(tmp_path / "g3.json"), str(tmp_path / "runs"), families)
+
+
+def test_the_doc_block_is_the_committed_json_rendered():
+    path = os.path.join(REPO, "docs", "results", "knowledge_r2_graded.json")
+    if not os.path.isfile(path):
+        pytest.skip("amendment 5 has not been run")
+    doc = open(os.path.join(REPO, "docs", "EXPERIMENTS.md")).read()
+    block = doc.split("<!-- results:round2-graded:begin -->\n", 1)[1].split("\n<!-- results:round2-graded:end -->", 1)[0]
+    assert block == graded.markdown(json.load(open(path)))
