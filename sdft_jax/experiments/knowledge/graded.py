@@ -15,21 +15,26 @@ $SDFT_JAX_CACHE/runs/knowledge_r2_graded/ (a rerun skips the models done).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from configs import knowledge as knowledge_config
 from configs.common import real_model_path
+from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 from sdft_jax.data.prompts import student_context
 from sdft_jax.data.records import read_knowledge
-from sdft_jax.eval.likelihood import LikelihoodScorer
 from sdft_jax.experiments.stats import mcnemar_exact, wilson
 from sdft_jax.model import load_pretrained
+from sdft_jax.model.transformer import default_positions, init_cache
 from sdft_jax.runtime.cache import cache_root
 from sdft_jax.runtime.doc_block import emit
 
@@ -59,23 +64,66 @@ def questions(corpus: str) -> list[dict]:
     return list(read_knowledge(os.path.join(corpus, "heldout", "test.jsonl")))
 
 
-def score(model, rows: list[dict], batch_size: int = 8) -> list[dict]:
+@functools.lru_cache(maxsize=4)
+def _choice_logp(graphdef):
+    """jitted (params, context [B, P] left-padded, its mask, values [B, K, L] right-padded, their mask) ->
+    [B, K]: each value's summed log-prob as the continuation of its context. The context runs once into a
+    KV cache that its K values share (a question's 30 values cost one context, not 30)."""
+    @jax.jit
+    def logp(params, ctx_BxP, ctx_mask_BxP, val_BxKxL, val_mask_BxKxL):
+        model = nnx.merge(graphdef, params)
+        (B, P), (_, K, L) = ctx_BxP.shape, val_BxKxL.shape
+        kv_mask = jnp.pad(ctx_mask_BxP, [(0, 0), (0, L)])
+        h_BxPxD, cache = model.hidden_states(ctx_BxP, default_positions(ctx_mask_BxP), kv_mask,
+                                             init_cache(model.cfg, B, P + L))
+        cache = {"k": jnp.repeat(cache["k"], K, axis=1), "v": jnp.repeat(cache["v"], K, axis=1), "index": cache["index"]}
+        val_mask = val_mask_BxKxL.reshape(B * K, L)
+        kv_mask = jnp.repeat(kv_mask, K, axis=0).at[:, P:].set(val_mask)
+        positions = jnp.repeat(ctx_mask_BxP.sum(1), K)[:, None] + jnp.arange(L)[None]
+        val = val_BxKxL.reshape(B * K, L)
+        h_vals, _ = model.hidden_states(val, positions, kv_mask, cache)
+        # value token t is predicted from the hidden state before it: the context's last, then value tokens < t
+        h_prev = jnp.concatenate([jnp.repeat(h_BxPxD[:, -1:], K, axis=0), h_vals[:, :-1]], axis=1)
+        lp = jax.nn.log_softmax(model.logits(h_prev), axis=-1)
+        picked = jnp.take_along_axis(lp, val[..., None], axis=-1)[..., 0]
+        return jnp.sum(picked * val_mask, axis=-1).reshape(B, K)
+    return logp
+
+
+def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
     """Per question: the true answer's log-prob as the reply, the best other value's, and the true answer's
     rank (1 + the values scoring at least as high: a tie is not a right choice)."""
-    tok, pairs, spans = model.tokenizer, [], []
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    contexts, values = [], []
     for ex in rows:
         raw = json.loads(ex["raw"])
         context = student_context(tok, ex)
-        values = [raw["answer"], *raw["forbidden"]]
-        spans.append((len(pairs), len(values)))
-        pairs += [(context, v) for v in values]
-    logp = [lp for lp, _ in LikelihoodScorer(model, batch_size=batch_size, max_length=512).loglikelihood(pairs)]
-    out = []
-    for ex, (start, k) in zip(rows, spans):
-        true, others = logp[start], logp[start + 1: start + k]
-        out.append({"id": ex["id"], "true_logp": true, "best_other_logp": max(others),
-                    "rank": 1 + sum(o >= true for o in others)})
-    return out
+        ids = tok(context, add_special_tokens=False).input_ids
+        contexts.append(ids)
+        values.append([])
+        for v in [raw["answer"], *raw["forbidden"]]:
+            whole = tok(context + v, add_special_tokens=False).input_ids
+            if whole[: len(ids)] != ids or len(whole) == len(ids):
+                raise ValueError(f"{ex['id']}: {v!r} does not tokenize as a continuation of the student context")
+            values[-1].append(whole[len(ids):])
+    K = len(values[0])
+    if any(len(v) != K for v in values):
+        raise ValueError("every question needs the same number of values (the true answer and its forbidden list)")
+    L = -(-max(len(t) for v in values for t in v) // 8) * 8
+    buckets, fn, logp = buckets_up_to(max(map(len, contexts)), smallest=32), _choice_logp(model.graphdef), []
+    for lo in range(0, len(rows), batch_size):
+        chunk = list(range(lo, min(lo + batch_size, len(rows))))
+        chunk += [chunk[-1]] * (batch_size - len(chunk))  # a fixed batch: one compile per context bucket
+        ctx, ctx_mask = pad_to_bucket([contexts[i] for i in chunk], buckets, pad, min_batch=batch_size)
+        val, val_mask = np.full((batch_size, K, L), pad, np.int32), np.zeros((batch_size, K, L), np.int32)
+        for b, i in enumerate(chunk):
+            for k, t in enumerate(values[i]):
+                val[b, k, : len(t)], val_mask[b, k, : len(t)] = t, 1
+        out = np.asarray(fn(model.params, jnp.asarray(ctx), jnp.asarray(ctx_mask), jnp.asarray(val), jnp.asarray(val_mask)))
+        logp += [list(map(float, out[b])) for b in range(min(batch_size, len(rows) - lo))]
+    return [{"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]), "rank": 1 + sum(o >= lp[0] for o in lp[1:])}
+            for ex, lp in zip(rows, logp)]
 
 
 def aggregate(records: list[dict]) -> dict:
