@@ -1,6 +1,6 @@
-"""Small-sample statistics for the experiments' reports: mean, sample std, Student-t intervals and
-the paired t-test, in NumPy and the standard library (no SciPy at run time; tests/test_stats.py
-checks them against scipy.stats)."""
+"""Small-sample statistics for the experiments' reports: mean, sample std, Student-t intervals, the
+paired t-test, Wilson intervals and the exact McNemar test, in NumPy and the standard library (no
+SciPy at run time; tests/test_stats.py checks them against scipy.stats)."""
 from __future__ import annotations
 
 import math

@@ -37,7 +37,8 @@ def test_each_value_is_scored_as_the_reply_as_transformers_scores_it(tiny_qwen2,
             ids = tok(context + value, add_special_tokens=False).input_ids
             n = len(ids) - len(tok(context, add_special_tokens=False).input_ids)
             logits = hf.hf_logits(ref, np.asarray([ids]), np.ones((1, len(ids)), np.int64))[0]
-            lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+            top = logits.max(-1, keepdims=True)
+            lp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
             want.append(sum(lp[t - 1, ids[t]] for t in range(len(ids) - n, len(ids))))
         assert record["true_logp"] == pytest.approx(want[0], abs=1e-3)
         assert record["best_other_logp"] == pytest.approx(max(want[1:]), abs=1e-3)
@@ -53,7 +54,8 @@ def _result(smol_sdft_ranks, qwen_sft_ranks):
     base = [2] * 20
     return {"families": {
         "smollm2_135m": {"title": "S", "companies": 30, "models": [
-            _model("base", "base", base), _model("sdft", "sdft", smol_sdft_ranks), _model("sft", "sft", [1] * 16 + [3] * 4)]},
+            _model("base", "base", base), _model("sdft", "sdft", smol_sdft_ranks),
+            _model("sft", "sft", [1] * 16 + [3] * 4)]},
         "qwen2_5_0_5b": {"title": "Q", "companies": 10, "models": [
             _model("base", "base", base), _model("sft", "sft", qwen_sft_ranks)]}}}
 

@@ -38,23 +38,40 @@ from sdft_jax.model.transformer import default_positions, init_cache
 from sdft_jax.runtime.cache import cache_root
 from sdft_jax.runtime.doc_block import emit
 
-# Per model family: its corpus (seed 0, N companies), its base (a folder of real_models.py) and, in order, (method, label, run folder under
-# $SDFT_JAX_CACHE/runs/, sweep point); the base first. Named in the doc before any was scored.
+# Per model family: its corpus (seed 0, N companies), its base (a real_models.py folder) and, in order,
+# (method, label, run folder under $SDFT_JAX_CACHE/runs/, sweep point), the base first. Named in the doc
+# before any was scored; a label also names the model's cache file.
 FAMILIES = {
-    "smollm2_135m": dict(title="SmolLM2-135M, full fine-tuning", companies=30, base=knowledge_config.MODELS["smollm2_135m"], models=[
-        ("base", "base", "", ""),
-        ("sdft", "SDFT 2e-5 x 2 epochs, no skip (step 2's choice)", "knowledge_r2_sdft_skip0/sdft", "optim.lr=2e-05,steps=30"),
-        ("sdft", "SDFT 2e-4 x 8 epochs, no skip (amendment 2's choice)", "knowledge_r2_sdft_long/sdft", "optim.lr=0.0002,steps=120"),
-        ("sdft", "SDFT 6e-4 x 8 epochs, no skip (amendment 2)", "knowledge_r2_sdft_long/sdft", "optim.lr=0.0006,steps=120"),
-        ("sft", "SFT 6e-4 x 8 epochs (step 2's choice)", "knowledge_r2_sft_grid/sft", "optim.lr=0.0006,steps=120")]),
-    "qwen2_5_0_5b": dict(title="Qwen2.5-Coder-0.5B, LoRA 16", companies=10, base=knowledge_config.MODELS["qwen2_5_0_5b"], models=[
-        ("base", "base", "", ""),
-        ("sdft", "SDFT 1e-4 x 4 epochs, skip 3 (step 3's choice)", "knowledge_r2_qwen_lora/sdft", "optim.lr=0.0001,steps=20"),
-        ("sdft", "SDFT 1e-4 x 4 epochs, no skip (amendment 4's choice)", "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0001,steps=20"),
-        ("sdft", "SDFT 5e-4 x 4 epochs, no skip (amendment 4)", "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0005,steps=20"),
-        ("offline", "offline 1e-4 x 4 epochs (step 3's choice)", "knowledge_r2_qwen_lora/offline", "optim.lr=0.0001,steps=20"),
-        ("offline", "offline 5e-4 x 4 epochs (step 3)", "knowledge_r2_qwen_lora/offline", "optim.lr=0.0005,steps=20"),
-        ("sft", "SFT 5e-4 x 4 epochs (step 3's choice)", "knowledge_r2_qwen_lora/sft", "optim.lr=0.0005,steps=20")]),
+    "smollm2_135m": dict(
+        title="SmolLM2-135M, full fine-tuning", companies=30, base=knowledge_config.MODELS["smollm2_135m"],
+        models=[
+            ("base", "base", "", ""),
+            ("sdft", "SDFT 2e-5 x 2 epochs, no skip (step 2's choice)",
+             "knowledge_r2_sdft_skip0/sdft", "optim.lr=2e-05,steps=30"),
+            ("sdft", "SDFT 2e-4 x 8 epochs, no skip (amendment 2's choice)",
+             "knowledge_r2_sdft_long/sdft", "optim.lr=0.0002,steps=120"),
+            ("sdft", "SDFT 6e-4 x 8 epochs, no skip (amendment 2)",
+             "knowledge_r2_sdft_long/sdft", "optim.lr=0.0006,steps=120"),
+            ("sft", "SFT 6e-4 x 8 epochs (step 2's choice)",
+             "knowledge_r2_sft_grid/sft", "optim.lr=0.0006,steps=120"),
+        ]),
+    "qwen2_5_0_5b": dict(
+        title="Qwen2.5-Coder-0.5B, LoRA 16", companies=10, base=knowledge_config.MODELS["qwen2_5_0_5b"],
+        models=[
+            ("base", "base", "", ""),
+            ("sdft", "SDFT 1e-4 x 4 epochs, skip 3 (step 3's choice)",
+             "knowledge_r2_qwen_lora/sdft", "optim.lr=0.0001,steps=20"),
+            ("sdft", "SDFT 1e-4 x 4 epochs, no skip (amendment 4's choice)",
+             "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0001,steps=20"),
+            ("sdft", "SDFT 5e-4 x 4 epochs, no skip (amendment 4)",
+             "knowledge_r2_qwen_sdft_skip0/sdft", "optim.lr=0.0005,steps=20"),
+            ("offline", "offline 1e-4 x 4 epochs (step 3's choice)",
+             "knowledge_r2_qwen_lora/offline", "optim.lr=0.0001,steps=20"),
+            ("offline", "offline 5e-4 x 4 epochs (step 3)",
+             "knowledge_r2_qwen_lora/offline", "optim.lr=0.0005,steps=20"),
+            ("sft", "SFT 5e-4 x 4 epochs (step 3's choice)",
+             "knowledge_r2_qwen_lora/sft", "optim.lr=0.0005,steps=20"),
+        ]),
 }
 EPS = 1e-9  # a gap exactly on a bar is on it
 
@@ -76,7 +93,7 @@ def _choice_logp(graphdef):
         kv_mask = jnp.pad(ctx_mask_BxP, [(0, 0), (0, L)])
         h_BxPxD, cache = model.hidden_states(ctx_BxP, default_positions(ctx_mask_BxP), kv_mask,
                                              init_cache(model.cfg, B, P + L))
-        cache = {"k": jnp.repeat(cache["k"], K, axis=1), "v": jnp.repeat(cache["v"], K, axis=1), "index": cache["index"]}
+        cache = {**cache, "k": jnp.repeat(cache["k"], K, axis=1), "v": jnp.repeat(cache["v"], K, axis=1)}
         val_mask = val_mask_BxKxL.reshape(B * K, L)
         kv_mask = jnp.repeat(kv_mask, K, axis=0).at[:, P:].set(val_mask)
         positions = jnp.repeat(ctx_mask_BxP.sum(1), K)[:, None] + jnp.arange(L)[None]
@@ -120,10 +137,10 @@ def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
         for b, i in enumerate(chunk):
             for k, t in enumerate(values[i]):
                 val[b, k, : len(t)], val_mask[b, k, : len(t)] = t, 1
-        out = np.asarray(fn(model.params, jnp.asarray(ctx), jnp.asarray(ctx_mask), jnp.asarray(val), jnp.asarray(val_mask)))
+        out = np.asarray(fn(model.params, *map(jnp.asarray, (ctx, ctx_mask, val, val_mask))))
         logp += [list(map(float, out[b])) for b in range(min(batch_size, len(rows) - lo))]
-    return [{"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]), "rank": 1 + sum(o >= lp[0] for o in lp[1:])}
-            for ex, lp in zip(rows, logp)]
+    return [{"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]),
+             "rank": 1 + sum(o >= lp[0] for o in lp[1:])} for ex, lp in zip(rows, logp)]
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -163,8 +180,8 @@ def run(out: str, runs_root: str = "", families: dict = FAMILIES) -> dict:
         row = json.load(open(cached))
         print(f"[graded] {i}/{len(todo)} {fam}: {label}: right {row['right']}/{row['n']}, true-answer NLL "
               f"{row['nll']:.3f}, {row['seconds']:.0f} s", file=sys.stderr, flush=True)
-        fam_out = result["families"].setdefault(fam, {"title": spec["title"], "companies": spec["companies"], "models": []})
-        fam_out["models"].append(row)
+        family = result["families"].setdefault(fam, {"title": spec["title"], "companies": spec["companies"], "models": []})
+        family["models"].append(row)
     with open(out, "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -192,7 +209,8 @@ def table(fam: dict) -> str:
         vs = paired_with_base(base, row) if row is not base else None
         lines.append(f"| {row['label']} | {row['accuracy']:.3f} [{lo:.2f}, {hi:.2f}] ({row['right']}/{row['n']}) | "
                      + (f"{vs['gained']} / {vs['lost']} | {vs['p']:.3g} | " if vs else " |  | ")
-                     + f"{row['nll']:.3f} | " + (f"{row['nll'] - base['nll']:+.3f}" if vs else "") + f" | {row['mean_rank']:.2f} |")
+                     + f"{row['nll']:.3f} | " + (f"{row['nll'] - base['nll']:+.3f}" if vs else "")
+                     + f" | {row['mean_rank']:.2f} |")
     return "\n".join(lines)
 
 
@@ -232,7 +250,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.knowledge.graded", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.knowledge.graded",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="score every model of FAMILIES (cached per model) into one JSON")
     r.add_argument("--out", required=True)
