@@ -63,12 +63,14 @@ def _result(smol_sdft_ranks, qwen_sft_ranks):
 def test_p10_and_p11_are_read_against_their_bars():
     p10, p11 = graded.outcomes(_result([1] * 2 + [2] * 18, [1] * 8 + [2] * 12))
     assert p10.startswith("- **P10 held.**") and "sdft +0.100 (p 0.5)" in p10  # exactly on the bar, 2 gained
-    assert p11.startswith("- **P11 held.**") and "SFT 0.800 (bar >= 0.75)" in p11 and "p 0.00781" in p11
+    assert p11.startswith("- **P11 held.**") and "S, held: SFT 0.800 (bar >= 0.75)" in p11 and "p 0.00781" in p11
     p10, p11 = graded.outcomes(_result([1] * 7 + [2] * 13, [1] * 2 + [2] * 18))
     assert p10.startswith("- **P10 did not hold.**") and p10.endswith("Over a bar: sdft.")
-    assert p11.startswith("- **P11 did not hold.**")  # Qwen's SFT: +0.100 but p 0.5
+    assert p11.startswith("- **P11 did not hold.**") and "Q, did not hold: SFT 0.100" in p11  # +0.100 but p 0.5
     text = graded.markdown(_result([1] * 2 + [2] * 18, [1] * 8 + [2] * 12))
-    assert "| sdft | 0.100 [0.03, 0.30] (2/20) | 2 / 0 | 0.5 | 1.000 | +0.000 | 1.90 |" in text
+    assert "| sdft | 0.100 [0.03, 0.30] (2/20) | 2 / 0 | 0.5 | 1.000 | +0.000 | +0.000 | 1.90 |" in text
+    assert "| base | 0.000 [0.00, 0.16] (0/20) |  |  | 1.000 |  |  | 2.00 |" in text
+    assert text.index("S: 20 held-out") < text.index("Q: 20 held-out")  # the families in the result's order
 
 
 def test_run_scores_each_model_once_and_names_a_missing_export(tiny_qwen2, tmp_path, monkeypatch):

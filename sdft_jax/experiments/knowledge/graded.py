@@ -180,10 +180,10 @@ def run(out: str, runs_root: str = "", families: dict = FAMILIES) -> dict:
         row = json.load(open(cached))
         print(f"[graded] {i}/{len(todo)} {fam}: {label}: right {row['right']}/{row['n']}, true-answer NLL "
               f"{row['nll']:.3f}, {row['seconds']:.0f} s", file=sys.stderr, flush=True)
-        family = result["families"].setdefault(fam, {"title": spec["title"], "companies": spec["companies"], "models": []})
+        family = result["families"].setdefault(fam, dict(title=spec["title"], companies=spec["companies"], models=[]))
         family["models"].append(row)
     with open(out, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
+        json.dump(result, f, indent=1)  # not sorted: the families and models in FAMILIES' order
         f.write("\n")
     return result
 
@@ -198,19 +198,25 @@ def paired_with_base(base: dict, row: dict) -> dict:
     return {"gained": gained, "lost": lost, "p": mcnemar_exact(gained, lost)}
 
 
+def _other_nll(row: dict) -> float:
+    """The best other value's NLL, the mean over questions: whether the true answer rose alone or with its rivals."""
+    return -float(np.mean([q["best_other_logp"] for q in row["questions"]]))
+
+
 def table(fam: dict) -> str:
     base = fam["models"][0]
     n, k = base["n"], fam["companies"]
     lines = [f"{fam['title']}: {n} held-out test questions, {k} values each (chance {1 / k:.3f}):", "",
-             "| model | chosen right [95% Wilson] | gained / lost vs base | McNemar p | true answer NLL (nats) | "
-             "NLL change | mean rank |", "|---|---|---|---|---|---|---|"]
+             "| model | true answer ranked first [95% Wilson] | gained / lost vs base | McNemar p | "
+             "true answer NLL (nats) | its change | best other value's NLL change | mean rank |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in fam["models"]:
         lo, hi = wilson(row["right"], row["n"])
         vs = paired_with_base(base, row) if row is not base else None
+        changes = (f"{row['nll'] - base['nll']:+.3f} | {_other_nll(row) - _other_nll(base):+.3f}" if vs else " | ")
         lines.append(f"| {row['label']} | {row['accuracy']:.3f} [{lo:.2f}, {hi:.2f}] ({row['right']}/{row['n']}) | "
                      + (f"{vs['gained']} / {vs['lost']} | {vs['p']:.3g} | " if vs else " |  | ")
-                     + f"{row['nll']:.3f} | " + (f"{row['nll'] - base['nll']:+.3f}" if vs else "")
-                     + f" | {row['mean_rank']:.2f} |")
+                     + f"{row['nll']:.3f} | {changes} | {row['mean_rank']:.2f} |")
     return "\n".join(lines)
 
 
@@ -235,11 +241,12 @@ def outcomes(result: dict) -> list[str]:
         vs = paired_with_base(base, sft)
         if name == "smollm2_135m":
             ok = sft["accuracy"] >= 0.75 - EPS
-            parts.append(f"{fam['title']}: SFT {sft['accuracy']:.3f} (bar >= 0.75)")
+            part = f"SFT {sft['accuracy']:.3f} (bar >= 0.75)"
         else:
             ok = sft["accuracy"] - base["accuracy"] >= 0.10 - EPS and vs["p"] < 0.05
-            parts.append(f"{fam['title']}: SFT {sft['accuracy']:.3f} against the base's {base['accuracy']:.3f} "
-                         f"(bar >= +0.10), p {vs['p']:.3g} (bar < 0.05)")
+            part = (f"SFT {sft['accuracy']:.3f} against the base's {base['accuracy']:.3f} (bar >= +0.10), "
+                    f"p {vs['p']:.3g} (bar < 0.05)")
+        parts.append(f"{fam['title']}, {'held' if ok else 'did not hold'}: {part}")
         held = held and ok
     lines.append(f"- **P11 {'held' if held else 'did not hold'}.** " + "; ".join(parts) + ".")
     return lines
