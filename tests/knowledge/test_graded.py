@@ -67,6 +67,11 @@ def test_p10_and_p11_are_read_against_their_bars():
     p10, p11 = graded.outcomes(_result([1] * 7 + [2] * 13, [1] * 2 + [2] * 18))
     assert p10.startswith("- **P10 did not hold.**") and p10.endswith("Over a bar: sdft.")
     assert p11.startswith("- **P11 did not hold.**") and "Q, did not hold: SFT 0.100" in p11  # +0.100 but p 0.5
+    base, sdft = [2] * 100 + [1] * 2 + [2] * 18, [1] * 14 + [2] * 106  # +0.10 on the bar, but 14 gained and 2 lost
+    lopsided = {"families": {"smollm2_135m": {"title": "S", "companies": 30, "models": [
+        _model("base", "base", base), _model("sdft", "sdft", sdft), _model("sft", "sft", [1] * 120)]}}}
+    p10 = graded.outcomes(lopsided)[0]
+    assert p10.startswith("- **P10 did not hold.**") and "sdft +0.100 (p 0.00418)" in p10
     text = graded.markdown(_result([1] * 2 + [2] * 18, [1] * 8 + [2] * 12))
     assert "| sdft | 0.100 [0.03, 0.30] (2/20) | 2 / 0 | 0.5 | 1.000 | +0.000 | +0.000 | 1.90 |" in text
     assert "| base | 0.000 [0.00, 0.16] (0/20) |  |  | 1.000 |  |  | 2.00 |" in text
