@@ -9,7 +9,7 @@ the base, the exact McNemar test.
     python -m sdft_jax.experiments.knowledge.graded run --out docs/results/knowledge_r2_graded.json
     python -m sdft_jax.experiments.knowledge.graded render --update docs/EXPERIMENTS.md
 
-`run` scores the exports the round-2 runs kept (MODELS), one model at a time, each cached under
+`run` scores the exports the round-2 runs kept (FAMILIES), one model at a time, each cached under
 $SDFT_JAX_CACHE/runs/knowledge_r2_graded/ (a rerun skips the models done).
 """
 from __future__ import annotations
