@@ -16,7 +16,8 @@ from tests.test_train import REPO
 def _rows(tmp_path):
     path = tmp_path / "heldout" / "test.jsonl"
     path.parent.mkdir(parents=True)
-    facts = [("Foo Works", "1918", ["1927", "1830"]), ("Bar Ltd", "Zed Quor", ["Al Bin", "Mo Ra"])]
+    facts = [("Foo Works", "1918", ["1927", "1830"]), ("Bar Ltd", "Zed Quor", ["Al Bin", "Mo Ra"]),
+             ("Baz Co", "1927", ["1918", "1830"])]  # Foo's and Baz's years: one attribute, two questions
     with open(path, "w") as f:
         for title, answer, forbidden in facts:
             f.write(json.dumps({"question": f"When or by whom was {title} founded?", "answer": answer, "title": title,
@@ -28,8 +29,9 @@ def test_each_value_is_scored_as_the_reply_as_transformers_scores_it(tiny_qwen2,
     from sdft_jax.data.prompts import student_context
     model, ref = load_pretrained(tiny_qwen2, dtype="float32"), hf.reload_hf(tiny_qwen2)
     rows, facts = _rows(tmp_path)
-    got = graded.score(model, rows, batch_size=4)
+    got = graded.score(model, rows, batch_size=2)
     tok = model.tokenizer
+    wants = []
     for ex, (_, answer, forbidden), record in zip(rows, facts, got):
         context = student_context(tok, ex)
         want = []
@@ -43,11 +45,33 @@ def test_each_value_is_scored_as_the_reply_as_transformers_scores_it(tiny_qwen2,
         assert record["true_logp"] == pytest.approx(want[0], abs=1e-3)
         assert record["best_other_logp"] == pytest.approx(max(want[1:]), abs=1e-3)
         assert record["rank"] == 1 + sum(w >= want[0] for w in want[1:])
+        assert record["logp"] == pytest.approx(want, abs=1e-3)
+        wants.append(want)
+    # association: a value on its own company's question minus on the attribute's other questions
+    assert got[0]["association"] == pytest.approx(wants[0][0] - wants[2][1], abs=1e-3)  # "1918": Foo's, then Baz's
+    assert got[2]["association"] == pytest.approx(wants[2][0] - wants[0][1], abs=1e-3)  # "1927"
+    assert got[1]["association"] is None  # the only founder question: nothing to compare with
 
 
-def _model(method, label, ranks, nll=1.0):
-    questions = [{"id": f"q{i}", "true_logp": -nll, "best_other_logp": -2.0, "rank": r} for i, r in enumerate(ranks)]
+def _model(method, label, ranks, nll=1.0, association=0.0):
+    questions = [{"id": f"q{i}", "true_logp": -nll, "best_other_logp": -2.0, "rank": r,
+                  "association": association + (i % 2) * 0.5} for i, r in enumerate(ranks)]
     return {"method": method, "label": label, **graded.aggregate(questions), "questions": questions}
+
+
+def test_p12_and_p13_read_the_change_in_association_against_their_bars():
+    result = _result([2] * 20, [2] * 20)
+    smol, qwen = (f["models"] for f in result["families"].values())
+    smol[1:] = [_model("sdft", "sdft", [2] * 20, association=1.9), _model("sft", "sft", [1] * 20, association=30.0)]
+    qwen[1] = _model("sft", "sft", [2] * 20, association=0.2)
+    p12, p13 = graded.outcomes_association(result)
+    assert p12.startswith("- **P12 held.**") and "Q: sft +0.200 [+0.20, +0.20]" in p12  # every value rose by 0.2
+    assert p13.startswith("- **P13 held.**") and "sdft +1.900 [+1.90, +1.90], interval above 0" in p13
+    smol[1] = _model("sdft", "sdft", [2] * 20, association=2.0)
+    qwen[1] = _model("sft", "sft", [2] * 20, association=0.0)
+    p12, p13 = graded.outcomes_association(result)
+    assert p12.startswith("- **P12 did not hold.**") and p13.startswith("- **P13 did not hold.**")
+    assert "| sdft | +2.250 | +2.000 [+2.00, +2.00] |" in graded.association_markdown(result)
 
 
 def _result(smol_sdft_ranks, qwen_sft_ranks):
@@ -97,10 +121,11 @@ def test_run_scores_each_model_once_and_names_a_missing_export(tiny_qwen2, tmp_p
         graded.run(str(tmp_path / "g3.json"), str(tmp_path / "runs"), families)
 
 
-def test_the_doc_block_is_the_committed_json_rendered():
+def test_the_doc_blocks_are_the_committed_json_rendered():
     path = os.path.join(REPO, "docs", "results", "knowledge_r2_graded.json")
     if not os.path.isfile(path):
         pytest.skip("amendment 5 has not been run")
-    doc = open(os.path.join(REPO, "docs", "EXPERIMENTS.md")).read()
-    block = doc.split("<!-- results:round2-graded:begin -->\n", 1)[1].split("\n<!-- results:round2-graded:end -->", 1)[0]
-    assert block == graded.markdown(json.load(open(path)))
+    doc, result = open(os.path.join(REPO, "docs", "EXPERIMENTS.md")).read(), json.load(open(path))
+    for name, render in (("round2-graded", graded.markdown), ("round2-association", graded.association_markdown)):
+        block = doc.split(f"<!-- results:{name}:begin -->\n", 1)[1].split(f"\n<!-- results:{name}:end -->", 1)[0]
+        assert block == render(result)

@@ -32,7 +32,7 @@ from configs.common import real_model_path
 from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 from sdft_jax.data.prompts import student_context
 from sdft_jax.data.records import read_knowledge
-from sdft_jax.experiments.stats import mcnemar_exact, wilson
+from sdft_jax.experiments.stats import mcnemar_exact, paired, wilson
 from sdft_jax.model import load_pretrained
 from sdft_jax.model.transformer import default_positions, init_cache
 from sdft_jax.runtime.cache import cache_root
@@ -108,8 +108,9 @@ def _choice_logp(graphdef):
 
 
 def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
-    """Per question: the true answer's log-prob as the reply, the best other value's, and the true answer's
-    rank (1 + the values scoring at least as high: a tie is not a right choice)."""
+    """Per question: the true answer's log-prob as the reply, the best other value's, the true answer's
+    rank (1 + the values scoring at least as high: a tie is not a right choice), every value's log-prob, and
+    the true answer's association: its log-prob here minus its mean on the attribute's other questions."""
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     contexts, values = [], []
@@ -139,8 +140,23 @@ def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
                 val[b, k, : len(t)], val_mask[b, k, : len(t)] = t, 1
         out = np.asarray(fn(model.params, *map(jnp.asarray, (ctx, ctx_mask, val, val_mask))))
         logp += [list(map(float, out[b])) for b in range(min(batch_size, len(rows) - lo))]
-    return [{"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]),
-             "rank": 1 + sum(o >= lp[0] for o in lp[1:])} for ex, lp in zip(rows, logp)]
+    # amendment 5b: each value on its own company's question against the same attribute's other questions
+    on = {}  # (attribute's values, value) -> {question id: log-prob}
+    for ex, lp in zip(rows, logp):
+        raw = json.loads(ex["raw"])
+        group = frozenset([raw["answer"], *raw["forbidden"]])
+        for v, x in zip([raw["answer"], *raw["forbidden"]], lp):
+            on.setdefault((group, v), {})[ex["id"]] = x
+    records = []
+    for ex, lp in zip(rows, logp):
+        raw = json.loads(ex["raw"])
+        scores = on[frozenset([raw["answer"], *raw["forbidden"]]), raw["answer"]]
+        others = [x for qid, x in scores.items() if qid != ex["id"]]
+        records.append({"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]),
+                        "rank": 1 + sum(o >= lp[0] for o in lp[1:]),
+                        "association": lp[0] - float(np.mean(others)) if others else None,
+                        "logp": [round(x, 4) for x in lp]})  # [true answer, *forbidden], as the corpus lists them
+    return records
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -256,15 +272,64 @@ def markdown(result: dict) -> str:
     return "\n\n".join([*(table(fam) for fam in result["families"].values()), "\n".join(outcomes(result))])
 
 
+def association_change(base: dict, row: dict) -> dict:
+    """Amendment 5b: the model's association minus its base's, per value (matched by its own question):
+    stats.paired's mean, 95% t interval, p and how many rose."""
+    mine = {q["id"]: q["association"] for q in row["questions"]}
+    return paired([mine[q["id"]] for q in base["questions"]], [q["association"] for q in base["questions"]])
+
+
+def association_table(fam: dict) -> str:
+    base = fam["models"][0]
+    lines = [f"{fam['title']}: {base['n']} values, each against the {fam['companies'] - 1} other companies' questions "
+             "of its attribute:", "",
+             "| model | mean association (nats) | change vs base [95% t, over values] | paired p | values up / down |",
+             "|---|---|---|---|---|"]
+    for row in fam["models"]:
+        mean = float(np.mean([q["association"] for q in row["questions"]]))
+        if row is base:
+            lines.append(f"| {row['label']} | {mean:+.3f} |  |  |  |")
+            continue
+        d = association_change(base, row)
+        lines.append(f"| {row['label']} | {mean:+.3f} | {d['mean']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] | "
+                     f"{'-' if d['p'] is None else format(d['p'], '.3g')} | {d['positive']} / {d['negative']} |")
+    return "\n".join(lines)
+
+
+def outcomes_association(result: dict) -> list[str]:
+    """P12 (SFT's change above 0, interval above 0, at both sizes) and P13 (every SDFT change below 2 nats)."""
+    sft, sdft, held12, held13 = [], [], True, True
+    for fam in result["families"].values():
+        base = fam["models"][0]
+        for row in fam["models"][1:]:
+            d = association_change(base, row)
+            text = f"{row['label']} {d['mean']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+            if row["method"] == "sft":
+                sft.append(f"{fam['title']}: {text}")
+                held12 = held12 and d["mean"] > 0 and d["ci95"][0] > 0
+            elif row["method"] == "sdft":
+                sdft.append(text + (", interval above 0" if d["ci95"][0] > 0 else ""))
+                held13 = held13 and d["mean"] < 2.0
+    return [f"- **P12 {'held' if held12 else 'did not hold'}.** SFT's mean change in association (bar: above 0, "
+            f"interval above 0): " + "; ".join(sft) + ".",
+            f"- **P13 {'held' if held13 else 'did not hold'}.** SDFT's mean change in association (bar: below 2 nats "
+            f"each): " + "; ".join(sdft) + "."]
+
+
+def association_markdown(result: dict) -> str:
+    return "\n\n".join([*(association_table(fam) for fam in result["families"].values()),
+                         "\n".join(outcomes_association(result))])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdft_jax.experiments.knowledge.graded",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="score every model of FAMILIES (cached per model) into one JSON")
     r.add_argument("--out", required=True)
-    d = sub.add_parser("render", help="the doc's round2-graded block from the JSON")
+    d = sub.add_parser("render", help="the doc's round2-graded and round2-association blocks from the JSON")
     d.add_argument("--results", default="docs/results/knowledge_r2_graded.json")
-    d.add_argument("--update", default="", help="the markdown file whose round2-graded block is replaced")
+    d.add_argument("--update", default="", help="the markdown file whose two blocks are replaced")
     args = parser.parse_args(argv)
     if args.cmd == "run":
         try:
@@ -273,7 +338,9 @@ def main(argv: list[str]) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         return 0
-    emit(markdown(json.load(open(args.results))), args.update, name="round2-graded")
+    result = json.load(open(args.results))
+    emit(markdown(result), args.update, name="round2-graded")
+    emit(association_markdown(result), args.update, name="round2-association")
     return 0
 
 
