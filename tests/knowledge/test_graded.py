@@ -54,7 +54,7 @@ def test_each_value_is_scored_as_the_reply_as_transformers_scores_it(tiny_qwen2,
 
 
 def _model(method, label, ranks, nll=1.0, association=0.0):
-    questions = [{"id": f"q{i}", "true_logp": -nll, "best_other_logp": -2.0, "rank": r,
+    questions = [{"id": f"q{i}", "true_logp": -nll, "best_other_logp": -2.0, "rank": r, "company": f"c{i // 4}",
                   "association": association + (i % 2) * 0.5} for i, r in enumerate(ranks)]
     return {"method": method, "label": label, **graded.aggregate(questions), "questions": questions}
 
@@ -71,7 +71,11 @@ def test_p12_and_p13_read_the_change_in_association_against_their_bars():
     qwen[1] = _model("sft", "sft", [2] * 20, association=0.0)
     p12, p13 = graded.outcomes_association(result)
     assert p12.startswith("- **P12 did not hold.**") and p13.startswith("- **P13 did not hold.**")
-    assert "| sdft | +2.250 | +2.000 [+2.00, +2.00] |" in graded.association_markdown(result)
+    assert "| sdft | +2.250 | +2.000 [+2.00, +2.00] | - | 20 / 0 | +2.000 [+2.00, +2.00] | - |" in (
+        graded.association_markdown(result))
+    smol[1]["questions"][0]["association"] += 5.0  # one value of company c0 rose: 1.0 per company of 5
+    c = graded.association_change_by_company(smol[0], smol[1])
+    assert c["n"] == 5 and c["mean"] == pytest.approx(2.25) and c["positive"] == 5
 
 
 def _result(smol_sdft_ranks, qwen_sft_ranks):

@@ -194,6 +194,10 @@ def run(out: str, runs_root: str = "", families: dict = FAMILIES) -> dict:
                 json.dump(row, f, indent=1)
             os.replace(cached + ".tmp", cached)
         row = json.load(open(cached))
+        company = {ex["id"]: json.loads(ex["raw"])["title"]
+                   for ex in questions(knowledge_config.corpus_folder(0, spec["companies"]))}
+        for q in row["questions"]:  # each question's company: 5b's intervals with companies as the unit
+            q["company"] = company[q["id"]]
         print(f"[graded] {i}/{len(todo)} {fam}: {label}: right {row['right']}/{row['n']}, true-answer NLL "
               f"{row['nll']:.3f}, {row['seconds']:.0f} s", file=sys.stderr, flush=True)
         family = result["families"].setdefault(fam, dict(title=spec["title"], companies=spec["companies"], models=[]))
@@ -279,20 +283,39 @@ def association_change(base: dict, row: dict) -> dict:
     return paired([mine[q["id"]] for q in base["questions"]], [q["association"] for q in base["questions"]])
 
 
+def association_change_by_company(base: dict, row: dict) -> dict:
+    """The same change with companies as the unit (the mean of each company's values: they share an article)."""
+    def by_company(r):
+        groups = {}
+        for q in r["questions"]:
+            groups.setdefault(q["company"], []).append(q["association"])
+        return {c: float(np.mean(v)) for c, v in groups.items()}
+    mine, theirs = by_company(row), by_company(base)
+    return paired([mine[c] for c in theirs], list(theirs.values()))
+
+
+def _interval(d: dict) -> str:
+    return f"{d['mean']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+
+
+def _p(d: dict) -> str:
+    return "-" if d["p"] is None else format(d["p"], ".3g")
+
+
 def association_table(fam: dict) -> str:
     base = fam["models"][0]
     lines = [f"{fam['title']}: {base['n']} values, each against the {fam['companies'] - 1} other companies' questions "
              "of its attribute:", "",
-             "| model | mean association (nats) | change vs base [95% t, over values] | paired p | values up / down |",
-             "|---|---|---|---|---|"]
+             "| model | mean association (nats) | change vs base [95% t, over values] | paired p | values up / down | "
+             "change, companies as the unit [95% t] | paired p |", "|---|---|---|---|---|---|---|"]
     for row in fam["models"]:
         mean = float(np.mean([q["association"] for q in row["questions"]]))
         if row is base:
-            lines.append(f"| {row['label']} | {mean:+.3f} |  |  |  |")
+            lines.append(f"| {row['label']} | {mean:+.3f} |  |  |  |  |  |")
             continue
-        d = association_change(base, row)
-        lines.append(f"| {row['label']} | {mean:+.3f} | {d['mean']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] | "
-                     f"{'-' if d['p'] is None else format(d['p'], '.3g')} | {d['positive']} / {d['negative']} |")
+        d, c = association_change(base, row), association_change_by_company(base, row)
+        lines.append(f"| {row['label']} | {mean:+.3f} | {_interval(d)} | {_p(d)} | {d['positive']} / {d['negative']} | "
+                     f"{_interval(c)} | {_p(c)} |")
     return "\n".join(lines)
 
 
@@ -303,7 +326,7 @@ def outcomes_association(result: dict) -> list[str]:
         base = fam["models"][0]
         for row in fam["models"][1:]:
             d = association_change(base, row)
-            text = f"{row['label']} {d['mean']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+            text = f"{row['label']} {_interval(d)}"
             if row["method"] == "sft":
                 sft.append(f"{fam['title']}: {text}")
                 held12 = held12 and d["mean"] > 0 and d["ci95"][0] > 0
