@@ -74,9 +74,14 @@ def select(rows: list[dict], key: str, tie_break: str = "") -> dict:
     missing = [point_name(r["point"]) for r in done if key not in r["metrics"]]
     if missing:
         raise ValueError(f"compare: sweep points {missing} did not report {key}")
-    score = lambda r: (r["metrics"][key], r["metrics"].get(tie_break, 0.0) if tie_break else 0.0)  # noqa: E731
-    best = max(score(r) for r in done)
-    return next(r for r in done if score(r) == best)
+    best = max(_score(r, key, tie_break) for r in done)
+    return next(r for r in done if _score(r, key, tie_break) == best)
+
+
+def _score(row: dict, key: str, tie_break: str) -> tuple[float, float]:
+    """What a point is chosen by: its metrics[key], then its tie_break metric (a missing key ranks last)."""
+    m = row["metrics"]
+    return m.get(key, float("-inf")), m.get(tie_break, 0.0) if tie_break else 0.0
 
 
 def free_disk(method_dir: str, key: str, tie_break: str = "") -> None:
@@ -84,11 +89,10 @@ def free_disk(method_dir: str, key: str, tie_break: str = "") -> None:
     longer be chosen (see the module docstring); says how much it freed."""
     rows = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(method_dir, "*", DONE)))]
     finished = [r for r in rows if r["status"] == "done" or r["status"].startswith("diverged")]
-    score = lambda r: (r["metrics"].get(key, float("-inf")), r["metrics"].get(tie_break, 0.0) if tie_break else 0.0)  # noqa: E731
-    best = max((score(r) for r in finished if r["status"] == "done"), default=None)
+    best = max((_score(r, key, tie_break) for r in finished if r["status"] == "done"), default=None)
     doomed = [os.path.join(method_dir, r["folder"], "checkpoints") for r in finished]
     doomed += [os.path.join(method_dir, r["folder"], "export") for r in finished
-               if r["status"] != "done" or score(r) < best]
+               if r["status"] != "done" or _score(r, key, tie_break) < best]
     freed = sum(_size(path) for path in doomed)
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
@@ -139,13 +143,13 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for method in cmp.methods:
         say(f"[compare] {method}: sweep {' x '.join(cmp.sweep)}, chosen by {cmp.select}")
         method_dir = os.path.join(workdir, method)
-        run_point = run
-        if cmp.get("keep", "all") == "chosen":
+        keep_chosen, run_point = cmp.get("keep", "all") == "chosen", run
+        if keep_chosen:
             def run_point(c, folder, method_dir=method_dir):
                 free_disk(method_dir, key, tie)  # the points finished so far, before this one writes its own
                 return run(c, folder)
         rows = run_sweep(_method_config(config, method), method_dir, list(cmp.sweep), run_point, say=say)
-        if cmp.get("keep", "all") == "chosen":
+        if keep_chosen:
             free_disk(method_dir, key, tie)
         if any(r["status"] == "preempted" for r in rows):
             say("[compare] stopped by SIGTERM; rerun the same command to resume")

@@ -32,6 +32,7 @@ from configs.common import real_model_path
 from sdft_jax.data.buckets import buckets_up_to, pad_to_bucket
 from sdft_jax.data.prompts import student_context
 from sdft_jax.data.records import read_knowledge
+from sdft_jax.experiments.knowledge.round2 import EPS
 from sdft_jax.experiments.stats import mcnemar_exact, paired, wilson
 from sdft_jax.model import load_pretrained
 from sdft_jax.model.transformer import default_positions, init_cache
@@ -73,7 +74,6 @@ FAMILIES = {
              "knowledge_r2_qwen_lora/sft", "optim.lr=0.0005,steps=20"),
         ]),
 }
-EPS = 1e-9  # a gap exactly on a bar is on it
 
 
 def questions(corpus: str) -> list[dict]:
@@ -107,20 +107,26 @@ def _choice_logp(graphdef):
     return logp
 
 
+def _values(ex: dict) -> list[str]:
+    """The attribute's values for a question: the true answer first, then the other companies' (`forbidden`)."""
+    raw = json.loads(ex["raw"])
+    return [raw["answer"], *raw["forbidden"]]
+
+
 def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
     """Per question: the true answer's log-prob as the reply, the best other value's, the true answer's
     rank (1 + the values scoring at least as high: a tie is not a right choice), every value's log-prob, and
     the true answer's association: its log-prob here minus its mean on the attribute's other questions."""
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    names = [_values(ex) for ex in rows]
     contexts, values = [], []
-    for ex in rows:
-        raw = json.loads(ex["raw"])
+    for ex, row_names in zip(rows, names):
         context = student_context(tok, ex)
         ids = tok(context, add_special_tokens=False).input_ids
         contexts.append(ids)
         values.append([])
-        for v in [raw["answer"], *raw["forbidden"]]:
+        for v in row_names:
             whole = tok(context + v, add_special_tokens=False).input_ids
             if whole[: len(ids)] != ids or len(whole) == len(ids):
                 raise ValueError(f"{ex['id']}: {v!r} does not tokenize as a continuation of the student context")
@@ -142,15 +148,12 @@ def score(model, rows: list[dict], batch_size: int = 4) -> list[dict]:
         logp += [list(map(float, out[b])) for b in range(min(batch_size, len(rows) - lo))]
     # amendment 5b: each value on its own company's question against the same attribute's other questions
     on = {}  # (attribute's values, value) -> {question id: log-prob}
-    for ex, lp in zip(rows, logp):
-        raw = json.loads(ex["raw"])
-        group = frozenset([raw["answer"], *raw["forbidden"]])
-        for v, x in zip([raw["answer"], *raw["forbidden"]], lp):
-            on.setdefault((group, v), {})[ex["id"]] = x
+    for ex, row_names, lp in zip(rows, names, logp):
+        for v, x in zip(row_names, lp):
+            on.setdefault((frozenset(row_names), v), {})[ex["id"]] = x
     records = []
-    for ex, lp in zip(rows, logp):
-        raw = json.loads(ex["raw"])
-        scores = on[frozenset([raw["answer"], *raw["forbidden"]]), raw["answer"]]
+    for ex, row_names, lp in zip(rows, names, logp):
+        scores = on[frozenset(row_names), row_names[0]]
         others = [x for qid, x in scores.items() if qid != ex["id"]]
         records.append({"id": ex["id"], "true_logp": lp[0], "best_other_logp": max(lp[1:]),
                         "rank": 1 + sum(o >= lp[0] for o in lp[1:]),
@@ -182,20 +185,20 @@ def run(out: str, runs_root: str = "", families: dict = FAMILIES) -> dict:
         if not os.path.isfile(cached) and not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path}: no exported model ({fam}, {label})")
         paths[fam, label] = path
+    corpus = {fam: questions(knowledge_config.corpus_folder(0, spec["companies"])) for fam, spec in families.items()}
     result = {"families": {}}
     for i, (fam, spec, (method, label, _, _), cached) in enumerate(todo, 1):
         if not os.path.isfile(cached):
             start = time.perf_counter()
             model = load_pretrained(paths[fam, label], dtype="float32")
-            records = score(model, questions(knowledge_config.corpus_folder(0, spec["companies"])))
+            records = score(model, corpus[fam])
             row = {"method": method, "label": label, "path": paths[fam, label], **aggregate(records),
                    "seconds": round(time.perf_counter() - start, 1), "questions": records}
             with open(cached + ".tmp", "w") as f:
                 json.dump(row, f, indent=1)
             os.replace(cached + ".tmp", cached)
         row = json.load(open(cached))
-        company = {ex["id"]: json.loads(ex["raw"])["title"]
-                   for ex in questions(knowledge_config.corpus_folder(0, spec["companies"]))}
+        company = {ex["id"]: json.loads(ex["raw"])["title"] for ex in corpus[fam]}
         for q in row["questions"]:  # each question's company: 5b's intervals with companies as the unit
             q["company"] = company[q["id"]]
         print(f"[graded] {i}/{len(todo)} {fam}: {label}: right {row['right']}/{row['n']}, true-answer NLL "
