@@ -35,6 +35,8 @@ EXTRAS = {
 }
 TEST_REQUIRES = [
     "pytest>=8",
+    # The suite runs on two worker processes (README, .ci/run: `-n 2`): JAX compiles on one core at a time.
+    "pytest-xdist>=3.5",
     # constraints.txt pins 2.13.0, the CPU build this machine installs from a local wheel; a bare
     # `torch` (no constraint) would pull a multi-GB CUDA build.
     "torch>=2.9",

@@ -10,6 +10,14 @@ import pytest  # noqa: E402
 from tests import hf_fixtures  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """$SDFT_JAX_CACHE of this test session alone (each pytest-xdist worker has its own): the tiny models,
+    AOT models and pretrained bases that tests build there are never written by two workers at once, and
+    no test writes into the user's cache. Subprocesses inherit it."""
+    os.environ["SDFT_JAX_CACHE"] = str(tmp_path_factory.mktemp("sdft_jax_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory):
     return hf_fixtures.build("qwen2", tmp_path_factory.mktemp("qwen2"))
