@@ -74,8 +74,7 @@ def select(rows: list[dict], key: str, tie_break: str = "") -> dict:
     missing = [point_name(r["point"]) for r in done if key not in r["metrics"]]
     if missing:
         raise ValueError(f"compare: sweep points {missing} did not report {key}")
-    best = max(_score(r, key, tie_break) for r in done)
-    return next(r for r in done if _score(r, key, tie_break) == best)
+    return max(done, key=lambda r: _score(r, key, tie_break))  # the first of equal bests, in sweep order
 
 
 def _score(row: dict, key: str, tie_break: str) -> tuple[float, float]:
@@ -143,7 +142,8 @@ def run_compare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for method in cmp.methods:
         say(f"[compare] {method}: sweep {' x '.join(cmp.sweep)}, chosen by {cmp.select}")
         method_dir = os.path.join(workdir, method)
-        keep_chosen, run_point = cmp.get("keep", "all") == "chosen", run
+        keep_chosen = cmp.get("keep", "all") == "chosen"
+        run_point = run
         if keep_chosen:
             def run_point(c, folder, method_dir=method_dir):
                 free_disk(method_dir, key, tie)  # the points finished so far, before this one writes its own
